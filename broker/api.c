@@ -1,0 +1,239 @@
+/* api.c — the broker's own HTTP routes (see api.h). */
+#include "api.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "herald/error.h"
+#include "http.h"
+
+static void reply_json(hd_http_req *r, int status, json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  if (!s) {
+    hd__http_reply_error(r, HD_ENOMEM, NULL);
+    return;
+  }
+  hd__http_reply(r, status, "application/json", s, strlen(s));
+  free(s);
+}
+
+/* Parse the body as a JSON object. An empty body is an empty object when allow_empty. */
+static json_t *body_object(hd_http_req *r, int allow_empty) {
+  size_t len;
+  const char *body = hd__http_body(r, &len);
+  if (len == 0 && allow_empty) return json_object();
+  json_error_t e;
+  json_t *j = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &e);
+  char msg[300];
+  if (!j) {
+    snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", e.line, e.column, e.text);
+    hd__http_reply_error(r, HD_EINVAL, msg);
+    return NULL;
+  }
+  if (!json_is_object(j)) {
+    json_decref(j);
+    hd__http_reply_error(r, HD_EINVAL, "body must be a JSON object");
+    return NULL;
+  }
+  return j;
+}
+
+/* Refuse fields we do not know: a typo such as "tll" must not silently mean "default". */
+static int only_fields(hd_http_req *r, json_t *j, const char *const *allowed) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(j, k, v) {
+    int ok = 0;
+    for (const char *const *a = allowed; *a; a++)
+      if (strcmp(*a, k) == 0) ok = 1;
+    if (!ok) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "unknown field '%.100s'", k);
+      hd__http_reply_error(r, HD_EINVAL, msg);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* ---- publish ---- */
+static void on_http_published(void *ud, int status, uint64_t id, const char *reason) {
+  hd_http_req *r = ud;
+  if (status) {
+    hd__http_reply_error(r, status, reason);
+    return;
+  }
+  char body[64];
+  int n = snprintf(body, sizeof body, "{\"id\":\"%llu\"}", (unsigned long long)id);
+  hd__http_reply(r, 202, "application/json", body, (size_t)n);
+}
+
+static void h_publish(void *ud, hd_http_req *r) {
+  hd_broker *b = ud;
+  const char *key = hd__http_bearer(r);
+  hd_tenant *t = key ? hd__tenant_by_key(&b->tenants, key) : NULL;
+  if (!t) {
+    hd__http_reply_error(r, HD_EAUTH, "missing or wrong publish key");
+    return;
+  }
+  const char *appid = hd__http_param(r, "appid");
+  if (!hd__tenant_has_app(t, appid)) {
+    hd__http_reply_error(r, HD_ENOTFOUND, "no such app");
+    return;
+  }
+  json_t *j = body_object(r, 0);
+  if (!j) return;
+  static const char *const fields[] = {"to", "data", "ttl", "collapse", NULL};
+  if (!only_fields(r, j, fields)) goto out;
+  json_t *to = json_object_get(j, "to"), *data = json_object_get(j, "data");
+  json_t *ttl = json_object_get(j, "ttl"), *collapse = json_object_get(j, "collapse");
+  if ((to && !json_is_null(to) && !json_is_string(to)) ||
+      (collapse && !json_is_null(collapse) && !json_is_string(collapse))) {
+    hd__http_reply_error(r, HD_EINVAL, "to and collapse must be strings");
+    goto out;
+  }
+  if (ttl && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1)) {
+    hd__http_reply_error(r, HD_EINVAL, "ttl must be a positive integer (seconds)");
+    goto out;
+  }
+  char *mp = NULL;
+  size_t mplen = 0;
+  json_t *null = json_null();
+  int rc = hd__codec_json_to_mpbuf(data ? data : null, &mp, &mplen);
+  json_decref(null);
+  if (rc) {
+    hd__http_reply_error(r, rc, "data cannot be stored");
+    goto out;
+  }
+  hd_pubreq pr = {
+      .tenant = t,
+      .appid = appid,
+      .to = json_is_string(to) ? json_string_value(to) : NULL,
+      .data = mp,
+      .data_len = mplen,
+      .ttl_s = json_is_integer(ttl) ? json_integer_value(ttl) : 0,
+      .collapse = json_is_string(collapse) ? json_string_value(collapse) : NULL,
+      .ingress = HD_INGRESS_HTTP,
+  };
+  hd__broker_publish(b, &pr, on_http_published, r);
+  free(mp);
+out:
+  json_decref(j);
+}
+
+/* ---- registrations ---- */
+static void on_http_registered(void *ud, int status, const char *device, const char *token,
+                               const char *reason) {
+  hd_http_req *r = ud;
+  if (status) {
+    /* HD_EEXIST from a keyless registration must not tell which ids exist. */
+    hd__http_reply_error(r, status, reason);
+    return;
+  }
+  reply_json(r, 201, json_pack("{s:s, s:s}", "device", device, "token", token));
+}
+
+static void h_register(void *ud, hd_http_req *r) {
+  hd_broker *b = ud;
+  const char *appid = hd__http_param(r, "appid");
+  const char *bearer = hd__http_bearer(r);
+  json_t *j = body_object(r, 1);
+  if (!j) return;
+  static const char *const fields[] = {"device", NULL};
+  if (!only_fields(r, j, fields)) goto out;
+  json_t *dv = json_object_get(j, "device");
+  if (dv && !json_is_string(dv)) {
+    hd__http_reply_error(r, HD_EINVAL, "device must be a string");
+    goto out;
+  }
+  const char *device = dv ? json_string_value(dv) : NULL;
+  hd_regreq rq = {.appid = appid, .device_id = device};
+
+  hd_tenant *t = bearer ? hd__tenant_by_key(&b->tenants, bearer) : NULL;
+  if (t) {
+    /* An operator's back end: it names the device and may create it. */
+    if (!device) {
+      hd__http_reply_error(r, HD_EINVAL, "provisioning needs {\"device\": id}");
+      goto out;
+    }
+    if (!hd__tenant_has_app(t, appid)) {
+      hd__http_reply_error(r, HD_ENOTFOUND, "no such app");
+      goto out;
+    }
+    rq.tenant = t;
+    rq.mode = HD_REG_PROVISION;
+    hd__broker_register(b, &rq, on_http_registered, r);
+    goto out;
+  }
+  if (bearer) {
+    /* A device adding an app: the token must be that device's. */
+    uint32_t gen;
+    if (!device || hd__token_verify(&b->tenants, device, bearer, &t, &gen)) {
+      hd__http_reply_error(r, HD_EAUTH, "wrong publish key or device token");
+      goto out;
+    }
+    rq.mode = HD_REG_EXISTING;
+    rq.token_gen = gen;
+  } else {
+    if (device) {
+      hd__http_reply_error(r, HD_EAUTH,
+                           "naming a device needs the publish key or that device's token");
+      goto out;
+    }
+    const char *tn = hd__http_query(r, "tenant");
+    if (!tn) tn = hd__http_header(r, "Herald-Tenant");
+    t = hd__tenant_by_name(&b->tenants, tn ? tn : "default");
+    rq.mode = HD_REG_NEW;
+  }
+  /* Closed, unknown, or another tenant's app: one answer, so nothing is revealed. */
+  if (!t || !hd__tenant_self_register(t, appid)) {
+    hd__http_reply_error(r, HD_EAUTH, "this app needs the publish key to register devices");
+    goto out;
+  }
+  if (t->self_limit && !hd__ratelimit_take(t->self_limit, hd__http_peer(r),
+                                           (uint64_t)hd__now_ms())) {
+    hd__http_reply_error(r, HD_ERATE, "too many registrations from this address");
+    goto out;
+  }
+  rq.tenant = t;
+  hd__broker_register(b, &rq, on_http_registered, r);
+out:
+  json_decref(j);
+}
+
+/* ---- operations ---- */
+static void h_metrics(void *ud, hd_http_req *r) {
+  hd_broker *b = ud;
+  char *text;
+  size_t len;
+  int rc = hd__metrics_render(b->metrics, &text, &len);
+  if (rc) {
+    hd__http_reply_error(r, rc, NULL);
+    return;
+  }
+  hd__http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+  free(text);
+}
+
+static void h_healthz(void *ud, hd_http_req *r) {
+  hd_broker *b = ud;
+  if (b->stopping) {
+    hd__http_reply_error(r, HD_ECLOSED, NULL);
+    return;
+  }
+  static const char ok[] = "{\"status\":\"ok\"}";
+  hd__http_reply(r, 200, "application/json", ok, sizeof ok - 1);
+}
+
+int hd__api_init(hd_broker *b) {
+  int rc = 0;
+  rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/messages", h_publish, b);
+  rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/registrations", h_register, b);
+  rc = rc ? rc : hd__http_route(b->http, "GET", "/metrics", h_metrics, b);
+  rc = rc ? rc : hd__http_route(b->http, "GET", "/healthz", h_healthz, b);
+  return rc;
+}

@@ -1,0 +1,24 @@
+/* api.h — the broker's own HTTP routes (transports add theirs through the plugin ABI):
+ *
+ *   POST /v1/apps/{appid}/messages        publish (Bearer publish key), 202 {"id"} after commit
+ *   POST /v1/apps/{appid}/registrations   register a device for an app, 201 {"device","token"}
+ *        - Bearer publish key + {"device": id}: provision (creates the device if new);
+ *        - Bearer device token + {"device": id}: add the app to that existing device (the app
+ *          must be open to self-registration);
+ *        - no credentials, no device: a new unguessable device (open apps only, rate-limited
+ *          per client address). The tenant is ?tenant= or the Herald-Tenant header, default
+ *          "default".
+ *   GET  /metrics                          Prometheus text
+ *   GET  /healthz                          {"status": "ok"} or 503 while stopping
+ *
+ * Every error is JSON {"error", "message"}; a wrong key is 401; an app of another tenant (or
+ * none) is 404 and reveals nothing else. Loop thread only.
+ */
+#ifndef HERALD_API_H
+#define HERALD_API_H
+
+#include "broker.h"
+
+int hd__api_init(hd_broker *b);
+
+#endif

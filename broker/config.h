@@ -1,0 +1,109 @@
+/* config.h — heraldd's configuration: the embedded defaults, the file format, validation.
+ *
+ * Format: UTF-8 text, one `key = value` per line, `#` starts a comment (whole line, or after
+ * whitespace), sections are `[kind]` or `[kind name]`. Values run to the end of the line with
+ * surrounding whitespace trimmed; a value may be wrapped in double quotes to keep `#` or
+ * leading/trailing spaces. Lists are comma-separated. Sizes take k/M/G (and KiB/MiB/GiB, powers
+ * of 1024 both ways); durations take s/m/h/d (plain number = seconds).
+ *
+ * Sections: (top), [http], [zmq], [store], [plugins], [tenant NAME] (repeatable),
+ * [transport NAME] (repeatable; keys are checked later against the plugin's own list).
+ * Any unknown section or key, a repeated key, a bad value or a bad name is an error that names
+ * the file, the line and the reason.
+ *
+ * Ownership: hd__config_parse()/hd__config_load() fill a caller-provided hd_config whose every
+ * string and array is owned by it; hd__config_free() releases them (safe on a zeroed or
+ * partially filled config). Not thread-safe; used at start-up only.
+ */
+#ifndef HERALD_CONFIG_H
+#define HERALD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hd_conf_kv {
+  char *key;
+  char *value;
+  int line;
+} hd_conf_kv;
+
+/* A [transport NAME] section kept raw until its plugin says which keys it accepts. */
+typedef struct hd_conf_section {
+  char *name;
+  int line;
+  hd_conf_kv *kv;
+  size_t nkv;
+} hd_conf_section;
+
+typedef struct hd_tenant_conf {
+  char *name;            /* [a-z0-9_-]{1,64} */
+  char *publish_key;     /* NULL: generated at first start, kept in <data_dir>/tenants/NAME/ */
+  char **apps;           /* declared app ids; a single "*" means any app id */
+  size_t napps;
+  char **self_register;  /* apps open to keyless browser registration; "*" = all of apps */
+  size_t nself_register;
+  int64_t self_register_per_min; /* per client address; 0 = unlimited */
+  int line;
+} hd_tenant_conf;
+
+typedef struct hd_config {
+  char *source;          /* file path, or "<defaults>" */
+  char *data_dir;        /* default ./var/herald */
+  char *log_level;       /* debug|info|warn|error, default info */
+
+  struct {
+    char *listen;        /* host:port, default 127.0.0.1:8470 ([::1]:port for IPv6) */
+    uint64_t max_body;   /* bytes, default 1 MiB */
+    uint64_t max_header; /* bytes of request line + headers, default 16 KiB */
+    int64_t idle_timeout_s; /* close an idle keep-alive connection, default 60 */
+    int64_t max_connections; /* default 10000 */
+  } http;
+
+  struct {
+    char *ingress;       /* ROUTER endpoint, default tcp://127.0.0.1:8471 */
+    char *events;        /* PUB endpoint, default tcp://127.0.0.1:8472 */
+    uint64_t max_frame;  /* bytes, default 1 MiB */
+  } zmq;
+
+  struct {
+    uint64_t map_size;   /* LMDB map size, default 1 GiB */
+    int64_t default_ttl_s; /* default 86400 */
+    int64_t max_ttl_s;   /* default 30 days */
+    int64_t max_batch;   /* write ops per group commit, default 4096 */
+    int64_t sweep_interval_s; /* expiry sweep, default 10 */
+  } store;
+
+  struct {
+    char *dir;           /* NULL (default; also `dir =`): the daemon uses <exe dir>/transports */
+    char **load;         /* transports to load; default "longpoll" */
+    size_t nload;
+  } plugins;
+
+  hd_tenant_conf *tenants;   /* at least one; default: one tenant "default" */
+  size_t ntenants;
+  hd_conf_section *transports;
+  size_t ntransports;
+} hd_config;
+
+/* Parse `text` (len bytes, need not be NUL-terminated) named `source` into *out, on top of the
+ * built-in defaults. Returns 0, or HD_ECONFIG with "source:line: reason" in err; on error *out
+ * is left zeroed. *out is overwritten, not freed: free a previous config first. */
+int hd__config_parse(const char *text, size_t len, const char *source, hd_config *out,
+                     char *err, size_t errlen);
+/* Read and parse a file; path NULL = defaults only. Same errors, plus unreadable file. */
+int hd__config_load(const char *path, hd_config *out, char *err, size_t errlen);
+void hd__config_free(hd_config *c);
+
+const hd_conf_section *hd__config_transport(const hd_config *c, const char *name);
+const hd_tenant_conf *hd__config_tenant(const hd_config *c, const char *name);
+
+/* "1048576", "64k", "1M", "1GiB" -> bytes. Returns 0 or HD_ECONFIG. */
+int hd__config_parse_size(const char *s, uint64_t *out);
+/* "30", "30s", "5m", "2h", "7d" -> seconds. Returns 0 or HD_ECONFIG. */
+int hd__config_parse_duration(const char *s, int64_t *out);
+/* Split "host:port" / "[v6]:port"; host is written NUL-terminated into host (hostlen bytes). */
+int hd__config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+/* 1 if name matches [a-z0-9_-]{1,64}. */
+int hd__config_valid_name(const char *name);
+
+#endif

@@ -1,0 +1,1286 @@
+/* http.c — the broker's HTTP/1.1 server (see http.h for what it guarantees).
+ *
+ * Shape: one uv_tcp_t listener; per connection an hd_http_conn holding the socket, an idle
+ * timer, an http_parser and the bytes read but not parsed yet. The parser runs over the read
+ * buffer until a request is complete; on_message_complete pauses it, so the bytes of any
+ * pipelined request stay in the buffer until the handler has answered. A connection therefore
+ * has at most one request in a handler's hands (`active`), and answers leave in request order.
+ *
+ * Lifetime: a connection is freed only when both its handles have closed AND no handler holds
+ * its active request. A handler that answers after the client went away writes nothing; its
+ * answer just releases the connection. A held request is instead aborted through its callback
+ * when the connection closes, so a long-poll that never completes does not pin memory.
+ * hd__http_close() closes every socket at once but calls its callback only after every
+ * request still in a handler's hands (not held) has been answered: a handler that neither
+ * holds nor ever answers keeps the server from closing. EOF from the client counts as gone
+ * (a half-closing client loses the answers to requests still in flight).
+ *
+ * Closing after an answer (errors, "Connection: close"): the write side is shut down and the
+ * input is read and dropped for up to HTTP_LINGER_MS, so that the kernel does not reset the
+ * connection under an answer the client has not read yet.
+ *
+ * Options: max_header 0 and max_body 0 mean the config defaults (16 KiB, 1 MiB);
+ * idle_timeout_ms 0 means no idle timeout; max_connections 0 means no limit.
+ */
+#include "http.h"
+
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "herald/error.h"
+
+#define HTTP_DEFAULT_MAX_HEADER ((uint64_t)16 * 1024)
+#define HTTP_DEFAULT_MAX_BODY ((uint64_t)1024 * 1024)
+/* Room offered to each read; the buffer grows only while a request is in flight. */
+#define HTTP_READ_CHUNK (64 * 1024)
+/* How long a connection we are closing keeps reading (and dropping) the client's bytes after
+ * the last answer: closing with unread input makes the kernel send RST, which can destroy the
+ * answer (a 413, say) before the client has read it. */
+#define HTTP_LINGER_MS 2000
+#define HTTP_BACKLOG 511
+
+/* Magic numbers so that a stale pointer or a second answer fails at once (see STYLE.md). */
+#define HTTP_REQ_MAGIC 0x48545251u  /* "HTRQ" */
+#define HTTP_CONN_MAGIC 0x48544343u /* "HTCC" */
+
+/* Stays on in release builds: these catch contract violations by handlers, where going on
+ * would mean a use-after-free. */
+#define HTTP_CHECK(cond)                                                                \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, __func__, \
+              #cond);                                                                   \
+      abort();                                                                          \
+    }                                                                                   \
+  } while (0)
+
+/* ------------------------------------------------------------------------------------------ */
+/* memory: like the rest of the broker, running out of memory aborts; error paths are for real
+ * limits. */
+
+static void *xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q) {
+    fputs("herald: out of memory\n", stderr);
+    abort();
+  }
+  return q;
+}
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) {
+    fputs("herald: out of memory\n", stderr);
+    abort();
+  }
+  return p;
+}
+
+static char *xstrndup(const char *s, size_t n) {
+  char *p = xrealloc(NULL, n + 1);
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+/* A growable byte string, always NUL-terminated once something was added. */
+typedef struct sbuf {
+  char *p;
+  size_t len;
+  size_t cap;
+} sbuf;
+
+static void sbuf_reserve(sbuf *b, size_t extra) {
+  if (b->len + extra + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 32;
+  while (cap < b->len + extra + 1) cap *= 2;
+  b->p = xrealloc(b->p, cap);
+  b->cap = cap;
+}
+
+static void sbuf_add(sbuf *b, const char *d, size_t n) {
+  sbuf_reserve(b, n);
+  if (n) memcpy(b->p + b->len, d, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sbuf_adds(sbuf *b, const char *s) { sbuf_add(b, s, strlen(s)); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* types */
+
+typedef struct hd_kv {
+  char *name;
+  char *value;
+} hd_kv;
+
+typedef struct hd_hdr {
+  sbuf name;
+  sbuf value;
+} hd_hdr;
+
+typedef struct hd_http_conn hd_http_conn;
+
+struct hd_http_req {
+  uint32_t magic;
+  hd_http_conn *c;
+  const char *method;  /* static string from http_method_str() */
+  sbuf url;            /* request target as received */
+  char *path;          /* raw path (no query), NUL-terminated */
+  hd_hdr *headers;
+  size_t nheaders;
+  size_t capheaders;
+  hd_kv *params;
+  size_t nparams;
+  hd_kv *query;
+  size_t nquery;
+  sbuf body;
+  unsigned short http_major;
+  unsigned short http_minor;
+  int keep_alive;
+  int held;
+  hd_http_abort_cb abort_cb;
+  void *abort_ud;
+  hd_http_req *next_abort; /* list of aborts to run once the connections are closed */
+};
+
+enum { HDR_NONE = 0, HDR_FIELD, HDR_VALUE };
+
+struct hd_http_conn {
+  uint32_t magic;
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shutdown;
+  http_parser parser;
+  hd_http_server *s;
+  hd_http_conn *prev;
+  hd_http_conn *next;
+  char *buf;           /* bytes read; [off, len) not parsed yet */
+  size_t off;
+  size_t len;
+  size_t cap;
+  hd_http_req *cur;    /* being parsed */
+  hd_http_req *ready;  /* complete, set by on_message_complete for conn_parse to dispatch */
+  hd_http_req *active; /* in a handler's hands, not answered yet */
+  uint64_t header_bytes;
+  int err_status;      /* a parser callback refused the request with this status */
+  int last_cb;         /* HDR_*: which header callback ran last, to join fragments */
+  int handles;         /* handles still open; the conn is freed at 0 (and no active) */
+  unsigned reading : 1;
+  unsigned closing : 1;   /* uv_close() called on the handles */
+  unsigned finishing : 1; /* the last answer is queued; no more parsing */
+  unsigned lingering : 1; /* write side shut down; draining input until EOF or timer */
+  unsigned peer_eof : 1;
+  unsigned in_parse : 1;  /* conn_parse() is on the stack: do not re-enter */
+  char peer[64];
+};
+
+typedef struct route_seg {
+  char *text; /* literal text, or the parameter name */
+  size_t len;
+  int param;
+} route_seg;
+
+typedef struct route {
+  char *method;
+  char *pattern;
+  route_seg *segs;
+  size_t nsegs;
+  hd_http_handler cb;
+  void *ud;
+} route;
+
+enum { LST_NONE = 0, LST_OPEN, LST_CLOSING, LST_CLOSED };
+
+struct hd_http_server {
+  uv_loop_t *loop;
+  hd_http_opts opts;
+  http_parser_settings settings;
+  uv_tcp_t listener;
+  int lstate;
+  int port;
+  int listen_err; /* libuv code of the last failed hd__http_listen() */
+  route *routes;
+  size_t nroutes;
+  hd_http_conn *conns;
+  uint64_t nconns;
+  uint64_t refused_pending; /* refused sockets whose close has not completed */
+  int closing;
+  int done;
+  void (*close_cb)(hd_http_server *s);
+  hd_http_stats stats;
+};
+
+typedef struct wreq {
+  uv_write_t req;
+  hd_http_conn *c;
+  int last;
+  char data[];
+} wreq;
+
+static void conn_close(hd_http_conn *c);
+static void conn_parse(hd_http_conn *c);
+static void conn_on_timer(uv_timer_t *t);
+static void conn_update_reading(hd_http_conn *c);
+static void conn_run_aborts(hd_http_server *s, hd_http_req *list);
+static void server_maybe_done(hd_http_server *s);
+
+static uint64_t buffer_bound(const hd_http_server *s) {
+  return s->opts.max_header + s->opts.max_body;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSON error bodies */
+
+/* Appends s as a JSON string. Invalid UTF-8 becomes U+FFFD so the body always parses. */
+static void json_str(sbuf *b, const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  sbuf_add(b, "\"", 1);
+  while (*p) {
+    unsigned char ch = *p;
+    char esc[8];
+    if (ch == '"' || ch == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)ch;
+      sbuf_add(b, esc, 2);
+      p++;
+    } else if (ch == '\n') {
+      sbuf_add(b, "\\n", 2), p++;
+    } else if (ch == '\r') {
+      sbuf_add(b, "\\r", 2), p++;
+    } else if (ch == '\t') {
+      sbuf_add(b, "\\t", 2), p++;
+    } else if (ch < 0x20 || ch == 0x7f) {
+      snprintf(esc, sizeof esc, "\\u%04x", ch);
+      sbuf_add(b, esc, 6);
+      p++;
+    } else if (ch < 0x80) {
+      sbuf_add(b, (const char *)p, 1);
+      p++;
+    } else {
+      /* Validate one UTF-8 sequence: lead byte, continuation count, no overlongs or
+       * surrogates. */
+      size_t n = ch >= 0xf0 && ch <= 0xf4 ? 4 : ch >= 0xe0 ? 3 : ch >= 0xc2 && ch < 0xe0 ? 2 : 0;
+      int ok = n > 0 && ch < 0xf5;
+      for (size_t i = 1; ok && i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) ok = 0;
+      if (ok && n == 3 && ((ch == 0xe0 && p[1] < 0xa0) || (ch == 0xed && p[1] >= 0xa0))) ok = 0;
+      if (ok && n == 4 && ((ch == 0xf0 && p[1] < 0x90) || (ch == 0xf4 && p[1] >= 0x90))) ok = 0;
+      if (ok) {
+        sbuf_add(b, (const char *)p, n);
+        p += n;
+      } else {
+        sbuf_add(b, "\\ufffd", 6);
+        p++;
+      }
+    }
+  }
+  sbuf_add(b, "\"", 1);
+}
+
+static void json_error_body(sbuf *b, const char *code, const char *message) {
+  sbuf_adds(b, "{\"error\": ");
+  json_str(b, code);
+  sbuf_adds(b, ", \"message\": ");
+  json_str(b, message);
+  sbuf_adds(b, "}");
+}
+
+int hd__http_status_for(int err) {
+  switch (err) {
+  case HD_EINVAL: return 400;
+  case HD_EAUTH: return 401;
+  case HD_EFORBID: return 403;
+  case HD_ENOTFOUND: return 404;
+  case HD_ETOOBIG: return 413;
+  case HD_ERATE: return 429;
+  case HD_EFULL: return 507;
+  case HD_ECLOSED:
+  case HD_EAGAIN:
+    return 503;
+  default: return 500;
+  }
+}
+
+static const char *reason_phrase(int status) {
+  const char *r = http_status_str((enum http_status)status);
+  /* http-parser answers "<unknown>" for codes it has no name for. */
+  if (!r || r[0] == '<') return "Unknown";
+  return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* requests */
+
+static hd_http_req *req_new(hd_http_conn *c) {
+  hd_http_req *r = xcalloc(1, sizeof *r);
+  r->magic = HTTP_REQ_MAGIC;
+  r->c = c;
+  return r;
+}
+
+static void kv_free(hd_kv *kv, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(kv[i].name);
+    free(kv[i].value);
+  }
+  free(kv);
+}
+
+static void req_free(hd_http_req *r) {
+  if (!r) return;
+  free(r->url.p);
+  free(r->path);
+  for (size_t i = 0; i < r->nheaders; i++) {
+    free(r->headers[i].name.p);
+    free(r->headers[i].value.p);
+  }
+  free(r->headers);
+  kv_free(r->params, r->nparams);
+  kv_free(r->query, r->nquery);
+  free(r->body.p);
+  r->magic = 0;
+  free(r);
+}
+
+static int hexval(int ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes in[0..len) into a new string; '+' becomes ' ' when `plus`. Returns NULL on a
+ * bad escape, on a decoded NUL (it would cut the C string short) and, when `no_slash`, on a
+ * decoded '/' (a path parameter is one segment). */
+static char *pct_decode(const char *in, size_t len, int plus, int no_slash) {
+  char *out = xrealloc(NULL, len + 1);
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    int ch = (unsigned char)in[i];
+    if (ch == '%') {
+      if (i + 2 >= len || hexval((unsigned char)in[i + 1]) < 0 ||
+          hexval((unsigned char)in[i + 2]) < 0)
+        goto bad;
+      ch = hexval((unsigned char)in[i + 1]) * 16 + hexval((unsigned char)in[i + 2]);
+      i += 2;
+    } else if (plus && ch == '+') {
+      ch = ' ';
+    }
+    if (ch == 0 || (no_slash && ch == '/')) goto bad;
+    out[o++] = (char)ch;
+  }
+  out[o] = '\0';
+  return out;
+bad:
+  free(out);
+  return NULL;
+}
+
+/* Splits the request target into the raw path and the decoded query pairs. Returns 0 or
+ * HD_EINVAL. */
+static int req_split_target(hd_http_req *r) {
+  const char *u = r->url.p ? r->url.p : "";
+  size_t n = r->url.len;
+  size_t start = 0;
+  if (n == 0) return HD_EINVAL;
+  if (u[0] != '/') {
+    /* absolute-form ("http://host/path"): the path starts after the authority. */
+    const char *sch = strstr(u, "://");
+    if (!sch) return HD_EINVAL; /* "*" and other forms have no path we route */
+    const char *slash = strchr(sch + 3, '/');
+    const char *q = strchr(sch + 3, '?');
+    if (!slash || (q && q < slash)) {
+      r->path = xstrndup("/", 1);
+      start = q ? (size_t)(q - u) : n;
+      goto query;
+    }
+    start = (size_t)(slash - u);
+  }
+  size_t end = start;
+  while (end < n && u[end] != '?' && u[end] != '#') end++;
+  r->path = xstrndup(u + start, end - start);
+  start = end;
+query:
+  if (start >= n || u[start] != '?') return 0;
+  start++;
+  size_t qend = start;
+  while (qend < n && u[qend] != '#') qend++;
+  size_t cap = 0;
+  for (size_t i = start; i < qend;) {
+    size_t amp = i;
+    while (amp < qend && u[amp] != '&') amp++;
+    if (amp > i) {
+      size_t eq = i;
+      while (eq < amp && u[eq] != '=') eq++;
+      char *name = pct_decode(u + i, eq - i, 1, 0);
+      char *value = eq < amp ? pct_decode(u + eq + 1, amp - eq - 1, 1, 0) : xstrndup("", 0);
+      if (!name || !value) {
+        free(name);
+        free(value);
+        return HD_EINVAL;
+      }
+      if (r->nquery == cap) {
+        cap = cap ? cap * 2 : 4;
+        r->query = xrealloc(r->query, cap * sizeof *r->query);
+      }
+      r->query[r->nquery].name = name;
+      r->query[r->nquery].value = value;
+      r->nquery++;
+    }
+    i = amp + 1;
+  }
+  return 0;
+}
+
+/* Path segments: the text after the leading '/' split on '/'; "/" is one empty segment.
+ * Patterns are split the same way so that both sides agree on trailing slashes. */
+static int route_match(const route *rt, const char *path) {
+  if (path[0] != '/') return 0;
+  const char *p = path + 1;
+  size_t i = 0;
+  for (;;) {
+    const char *slash = strchr(p, '/');
+    size_t sl = slash ? (size_t)(slash - p) : strlen(p);
+    if (i >= rt->nsegs) return 0;
+    const route_seg *seg = &rt->segs[i++];
+    if (seg->param) {
+      if (sl == 0) return 0;
+    } else if (sl != seg->len || memcmp(p, seg->text, sl) != 0) {
+      return 0;
+    }
+    if (!slash) break;
+    p = slash + 1;
+  }
+  return i == rt->nsegs;
+}
+
+/* Decodes the {name} segments of a path known to match rt. Returns 0 or HD_EINVAL. */
+static int req_extract_params(hd_http_req *r, const route *rt) {
+  size_t nparams = 0;
+  for (size_t i = 0; i < rt->nsegs; i++) nparams += rt->segs[i].param ? 1 : 0;
+  if (!nparams) return 0;
+  r->params = xcalloc(nparams, sizeof *r->params);
+  const char *p = r->path + 1;
+  for (size_t i = 0; i < rt->nsegs; i++) {
+    const char *slash = strchr(p, '/');
+    size_t sl = slash ? (size_t)(slash - p) : strlen(p);
+    if (rt->segs[i].param) {
+      char *v = pct_decode(p, sl, 0, 1);
+      if (!v) return HD_EINVAL;
+      r->params[r->nparams].name = xstrndup(rt->segs[i].text, rt->segs[i].len);
+      r->params[r->nparams].value = v;
+      r->nparams++;
+    }
+    p = slash ? slash + 1 : p + sl;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* writing answers */
+
+static void conn_on_shutdown(uv_shutdown_t *req, int status) {
+  hd_http_conn *c = req->handle->data;
+  if (c->closing) return;
+  if (status < 0 || c->peer_eof) {
+    conn_close(c);
+    return;
+  }
+  c->lingering = 1;
+  uv_timer_start(&c->timer, conn_on_timer, HTTP_LINGER_MS, 0);
+  conn_update_reading(c);
+}
+
+static void conn_on_write(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  hd_http_conn *c = w->c;
+  int last = w->last;
+  free(w);
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (last) {
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) conn_close(c);
+    return;
+  }
+  /* Parsing waits while the client leaves our answers unread (see conn_parse); this write
+   * may have made room. */
+  if (!c->active && !c->finishing && c->off < c->len) conn_parse(c);
+}
+
+/* Status line, then Content-Type, Content-Length, the caller's extra lines, Connection. */
+#define HTTP_RESP_FMT "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n"
+
+/* Queues one complete answer. keep == 0 makes it the last one on the connection. */
+static void conn_write_response(hd_http_conn *c, int status, const char *content_type,
+                                const char *extra, const char *body, size_t len, int keep,
+                                int http_1_0) {
+  hd_http_server *s = c->s;
+  int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
+  char clen[48] = "";
+  if (no_body)
+    len = 0;
+  else
+    snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
+  const char *conn_hdr = !keep ? "Connection: close\r\n"
+                         : http_1_0 ? "Connection: keep-alive\r\n"
+                                    : "";
+  const char *ct = content_type && !no_body ? content_type : NULL;
+  const char *reason = reason_phrase(status);
+  int hlen = snprintf(NULL, 0, HTTP_RESP_FMT, status, reason, ct ? "Content-Type: " : "",
+                      ct ? ct : "", ct ? "\r\n" : "", clen, extra ? extra : "", conn_hdr);
+  HTTP_CHECK(hlen > 0);
+  wreq *w = xrealloc(NULL, sizeof *w + (size_t)hlen + 1 + len);
+  w->c = c;
+  w->last = !keep;
+  snprintf(w->data, (size_t)hlen + 1, HTTP_RESP_FMT, status, reason, ct ? "Content-Type: " : "",
+           ct ? ct : "", ct ? "\r\n" : "", clen, extra ? extra : "", conn_hdr);
+  if (len) memcpy(w->data + hlen, body, len);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)((size_t)hlen + len));
+  if (status >= 400 && status < 500) s->stats.responses_4xx++;
+  if (status >= 500 && status < 600) s->stats.responses_5xx++;
+  if (!keep) {
+    c->finishing = 1;
+    /* A client that does not read its last answer is dropped like an idle one. */
+    if (s->opts.idle_timeout_ms)
+      uv_timer_start(&c->timer, conn_on_timer, s->opts.idle_timeout_ms, 0);
+    else
+      uv_timer_stop(&c->timer);
+  }
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) {
+    free(w);
+    conn_close(c);
+  }
+}
+
+/* An error answer not tied to a routed request (parse errors, limits): JSON, then close. */
+static void conn_fail(hd_http_conn *c, int status, const char *code, const char *message) {
+  sbuf b = {0};
+  json_error_body(&b, code, message);
+  req_free(c->cur);
+  c->cur = NULL;
+  conn_write_response(c, status, "application/json", NULL, b.p, b.len, 0, 0);
+  free(b.p);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* connections */
+
+static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  hd_http_conn *c = h->data;
+  (void)suggested;
+  if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
+  if (c->off == c->len) c->off = c->len = 0;
+  if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
+    if (c->off) {
+      memmove(c->buf, c->buf + c->off, c->len - c->off);
+      c->len -= c->off;
+      c->off = 0;
+    }
+    if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
+      c->cap = c->len + HTTP_READ_CHUNK;
+      c->buf = xrealloc(c->buf, c->cap);
+    }
+  }
+  buf->base = c->buf + c->len;
+  buf->len = c->cap - c->len;
+}
+
+static void conn_restart_idle(hd_http_conn *c) {
+  if (c->closing || c->finishing || c->active) return;
+  if (c->s->opts.idle_timeout_ms)
+    uv_timer_start(&c->timer, conn_on_timer, c->s->opts.idle_timeout_ms, 0);
+  else
+    uv_timer_stop(&c->timer);
+}
+
+static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  hd_http_conn *c = st->data;
+  (void)buf;
+  if (nread == 0 || c->closing) return;
+  if (nread < 0) {
+    uv_read_stop(st);
+    c->reading = 0;
+    c->peer_eof = 1;
+    /* A half-closing client still gets its last answer: the write and the shutdown that
+     * follow it close the connection. */
+    if (nread == UV_EOF && c->finishing && !c->lingering) return;
+    conn_close(c);
+    return;
+  }
+  if (c->finishing) return; /* drained and dropped */
+  c->len += (size_t)nread;
+  conn_restart_idle(c);
+  conn_parse(c);
+}
+
+/* Starts or stops reading: unparsed bytes are bounded while a request is in flight. */
+static void conn_update_reading(hd_http_conn *c) {
+  if (c->closing || c->peer_eof) return;
+  int want = c->finishing || (uint64_t)(c->len - c->off) <= buffer_bound(c->s);
+  if (want && !c->reading) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
+      c->reading = 1;
+    else
+      conn_close(c);
+  } else if (!want && c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+}
+
+static void conn_on_timer(uv_timer_t *t) {
+  hd_http_conn *c = t->data;
+  if (c->closing || c->active) return;
+  conn_close(c);
+}
+
+static void conn_free(hd_http_conn *c) {
+  hd_http_server *s = c->s;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->nconns--;
+  s->stats.connections_open--;
+  req_free(c->cur);
+  free(c->buf);
+  c->magic = 0;
+  free(c);
+  server_maybe_done(s);
+}
+
+static void conn_maybe_free(hd_http_conn *c) {
+  if (c->closing && c->handles == 0 && !c->active) conn_free(c);
+}
+
+static void conn_on_close(uv_handle_t *h) {
+  hd_http_conn *c = h->data;
+  c->handles--;
+  conn_maybe_free(c);
+}
+
+/* Closes the handles and detaches a held request, which is returned for the caller to abort
+ * (after it is done walking connections: the abort callback may answer other requests). A
+ * request in flight that is not held stays until its handler answers (see conn_maybe_free). */
+static hd_http_req *conn_close_handles(hd_http_conn *c) {
+  if (c->closing) return NULL;
+  c->closing = 1;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+  uv_close((uv_handle_t *)&c->timer, conn_on_close);
+  c->handles = 2;
+  req_free(c->cur);
+  c->cur = NULL;
+  hd_http_req *r = c->active;
+  if (r && r->held) {
+    c->active = NULL;
+    return r;
+  }
+  return NULL;
+}
+
+static void conn_close(hd_http_conn *c) {
+  hd_http_req *r = conn_close_handles(c);
+  if (r) {
+    r->next_abort = NULL;
+    conn_run_aborts(c->s, r);
+  }
+}
+
+static void conn_run_aborts(hd_http_server *s, hd_http_req *list) {
+  while (list) {
+    hd_http_req *r = list;
+    list = r->next_abort;
+    s->stats.requests_held--;
+    r->held = 0;
+    if (r->abort_cb) r->abort_cb(r->abort_ud, r);
+    req_free(r);
+  }
+}
+
+/* Hands a complete request to its route, or answers it when none fits. */
+static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
+  hd_http_server *s = c->s;
+  s->stats.requests_total++;
+  c->active = r;
+  uv_timer_stop(&c->timer); /* a request in flight is not idle */
+  if (req_split_target(r) != 0) {
+    hd__http_reply_error(r, HD_EINVAL, "malformed request target");
+    return;
+  }
+  const route *found = NULL;
+  int path_known = 0;
+  for (size_t i = 0; i < s->nroutes && !found; i++) {
+    if (!route_match(&s->routes[i], r->path)) continue;
+    path_known = 1;
+    if (strcmp(s->routes[i].method, r->method) == 0) found = &s->routes[i];
+  }
+  if (!found) {
+    sbuf body = {0};
+    if (!path_known) {
+      json_error_body(&body, hd_err_code(HD_ENOTFOUND), "no such resource");
+      hd__http_reply_ex(r, 404, "application/json", NULL, body.p, body.len);
+    } else {
+      sbuf allow = {0};
+      sbuf_adds(&allow, "Allow: ");
+      size_t first = allow.len;
+      for (size_t i = 0; i < s->nroutes; i++) {
+        const char *m = s->routes[i].method;
+        if (!route_match(&s->routes[i], r->path)) continue;
+        /* list each method once: look for ", M," in ", list," */
+        int seen = 0;
+        for (const char *p = allow.p + first; *p && !seen;) {
+          size_t ml = strcspn(p, ",");
+          if (ml == strlen(m) && memcmp(p, m, ml) == 0) seen = 1;
+          p += ml;
+          while (*p == ',' || *p == ' ') p++;
+        }
+        if (seen) continue;
+        if (allow.len > first) sbuf_adds(&allow, ", ");
+        sbuf_adds(&allow, m);
+      }
+      sbuf_adds(&allow, "\r\n");
+      json_error_body(&body, "method_not_allowed", "method not allowed for this resource");
+      hd__http_reply_ex(r, 405, "application/json", allow.p, body.p, body.len);
+      free(allow.p);
+    }
+    free(body.p);
+    return;
+  }
+  if (req_extract_params(r, found) != 0) {
+    hd__http_reply_error(r, HD_EINVAL, "malformed path parameter");
+    return;
+  }
+  found->cb(found->ud, r);
+}
+
+/* Parses buffered bytes while no request is in flight. Never re-entered: an answer given
+ * synchronously from a handler only unpauses, and the loop here goes on. */
+static void conn_parse(hd_http_conn *c) {
+  hd_http_server *s = c->s;
+  if (c->in_parse) return;
+  c->in_parse = 1;
+  while (!c->closing && !c->finishing && !c->active && c->off < c->len) {
+    /* A client that pipelines without reading our answers would make the write queue grow
+     * without bound; wait for it to drain (conn_on_write calls us again). */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > buffer_bound(s)) break;
+    size_t n = http_parser_execute(&c->parser, &s->settings, c->buf + c->off, c->len - c->off);
+    c->off += n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+      hd_http_req *r = c->ready;
+      c->ready = NULL;
+      HTTP_CHECK(r != NULL); /* only on_message_complete pauses */
+      conn_dispatch(c, r);
+      continue;
+    }
+    if (e != HPE_OK) {
+      if (c->err_status == 413)
+        conn_fail(c, 413, hd_err_code(HD_ETOOBIG), "request body too large");
+      else if (c->err_status == 431 || e == HPE_HEADER_OVERFLOW)
+        conn_fail(c, 431, hd_err_code(HD_ETOOBIG), "request header fields too large");
+      else
+        conn_fail(c, 400, hd_err_code(HD_EINVAL), http_errno_description(e));
+      break;
+    }
+  }
+  if (c->off == c->len) c->off = c->len = 0;
+  c->in_parse = 0;
+  conn_update_reading(c);
+}
+
+/* After an answer: let the parser go on with pipelined bytes. */
+static void conn_resume(hd_http_conn *c) {
+  http_parser_pause(&c->parser, 0);
+  conn_restart_idle(c);
+  if (!c->in_parse) conn_parse(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* parser callbacks */
+
+static int count_header(hd_http_conn *c, size_t n) {
+  c->header_bytes += n;
+  if (c->header_bytes > c->s->opts.max_header) {
+    c->err_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  hd_http_conn *c = p->data;
+  req_free(c->cur);
+  c->cur = req_new(c);
+  /* "GET " and " HTTP/1.1\r\n" and the final CRLF, roughly, so the count tracks the wire. */
+  c->header_bytes = 16;
+  c->last_cb = HDR_NONE;
+  c->err_status = 0;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  hd_http_conn *c = p->data;
+  if (count_header(c, n)) return -1;
+  sbuf_add(&c->cur->url, at, n);
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  hd_http_conn *c = p->data;
+  hd_http_req *r = c->cur;
+  /* ": " and CRLF of each line count too, so many tiny headers also hit the limit. */
+  if (count_header(c, n + (c->last_cb != HDR_FIELD ? 4 : 0))) return -1;
+  if (c->last_cb != HDR_FIELD) {
+    if (r->nheaders == r->capheaders) {
+      r->capheaders = r->capheaders ? r->capheaders * 2 : 8;
+      r->headers = xrealloc(r->headers, r->capheaders * sizeof *r->headers);
+    }
+    memset(&r->headers[r->nheaders++], 0, sizeof *r->headers);
+  }
+  sbuf_add(&r->headers[r->nheaders - 1].name, at, n);
+  c->last_cb = HDR_FIELD;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  hd_http_conn *c = p->data;
+  hd_http_req *r = c->cur;
+  if (count_header(c, n)) return -1;
+  if (r->nheaders == 0) return -1;
+  sbuf_add(&r->headers[r->nheaders - 1].value, at, n);
+  c->last_cb = HDR_VALUE;
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  hd_http_conn *c = p->data;
+  hd_http_req *r = c->cur;
+  r->method = http_method_str((enum http_method)p->method);
+  r->http_major = p->http_major;
+  r->http_minor = p->http_minor;
+  for (size_t i = 0; i < r->nheaders; i++) {
+    sbuf *v = &r->headers[i].value;
+    sbuf_add(&r->headers[i].name, "", 0);
+    sbuf_add(v, "", 0);
+    /* http-parser drops leading whitespace of a value but keeps the trailing one. */
+    while (v->len && (v->p[v->len - 1] == ' ' || v->p[v->len - 1] == '\t')) v->p[--v->len] = 0;
+  }
+  int chunked = (p->flags & F_CHUNKED) != 0;
+  int has_length = !chunked && p->content_length != ULLONG_MAX;
+  if (has_length && p->content_length > c->s->opts.max_body) {
+    c->err_status = 413;
+    return -1;
+  }
+  if (has_length && p->content_length) sbuf_reserve(&r->body, (size_t)p->content_length);
+  if ((chunked || (has_length && p->content_length > 0)) &&
+      (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
+    const char *e = hd__http_header(r, "Expect");
+    if (e && strcasecmp(e, "100-continue") == 0) {
+      /* Clients (curl) otherwise wait a second before sending a larger body. A failure
+       * here shows up on the real answer's write. */
+      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      wreq *w = xrealloc(NULL, sizeof *w + sizeof cont);
+      w->c = c;
+      w->last = 0;
+      memcpy(w->data, cont, sizeof cont);
+      uv_buf_t b = uv_buf_init(w->data, sizeof cont - 1);
+      if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) free(w);
+    }
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  hd_http_conn *c = p->data;
+  hd_http_req *r = c->cur;
+  if ((uint64_t)r->body.len + n > c->s->opts.max_body) {
+    c->err_status = 413;
+    return -1;
+  }
+  sbuf_add(&r->body, at, n);
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  hd_http_conn *c = p->data;
+  hd_http_req *r = c->cur;
+  sbuf_add(&r->body, "", 0);
+  r->keep_alive = http_should_keep_alive(p);
+  /* We speak no other protocol: answer, then close instead of parsing what follows. */
+  if (p->upgrade) r->keep_alive = 0;
+  c->ready = r;
+  c->cur = NULL;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the listener */
+
+static void server_maybe_done(hd_http_server *s) {
+  if (!s->closing || s->done) return;
+  if (s->lstate == LST_OPEN || s->lstate == LST_CLOSING) return;
+  if (s->conns || s->refused_pending) return;
+  s->done = 1;
+  /* Last thing we do: the callback may free s. */
+  if (s->close_cb) s->close_cb(s);
+}
+
+static void on_refused_close(uv_handle_t *h) {
+  hd_http_server *s = h->data;
+  free(h);
+  s->refused_pending--;
+  server_maybe_done(s);
+}
+
+static void on_listener_close(uv_handle_t *h) {
+  hd_http_server *s = h->data;
+  s->lstate = LST_CLOSED;
+  server_maybe_done(s);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  hd_http_server *s = server->data;
+  if (status < 0 || s->closing || s->lstate != LST_OPEN) return;
+  if (s->opts.max_connections && s->nconns >= s->opts.max_connections) {
+    /* Accept and close at once: left in the backlog it would make libuv call us again and
+     * again, and the client would hang instead of seeing the refusal. */
+    uv_tcp_t *t = xcalloc(1, sizeof *t);
+    if (uv_tcp_init(s->loop, t) != 0) {
+      free(t);
+      return;
+    }
+    t->data = s;
+    (void)uv_accept(server, (uv_stream_t *)t);
+    s->stats.connections_refused++;
+    s->refused_pending++;
+    uv_close((uv_handle_t *)t, on_refused_close);
+    return;
+  }
+  hd_http_conn *c = xcalloc(1, sizeof *c);
+  c->magic = HTTP_CONN_MAGIC;
+  c->s = s;
+  if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+    free(c);
+    return;
+  }
+  uv_timer_init(s->loop, &c->timer); /* cannot fail */
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  s->stats.connections_open++;
+  s->stats.connections_total++;
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  strcpy(c->peer, "unknown");
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+    else if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+  }
+  conn_restart_idle(c);
+  conn_update_reading(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* public: server */
+
+int hd__http_new(uv_loop_t *loop, const hd_http_opts *opts, hd_http_server **out) {
+  if (!loop || !out) return HD_EINVAL;
+  hd_http_server *s = xcalloc(1, sizeof *s);
+  s->loop = loop;
+  if (opts) s->opts = *opts;
+  if (!s->opts.max_header) s->opts.max_header = HTTP_DEFAULT_MAX_HEADER;
+  if (!s->opts.max_body) s->opts.max_body = HTTP_DEFAULT_MAX_BODY;
+  http_parser_settings_init(&s->settings);
+  s->settings.on_message_begin = on_message_begin;
+  s->settings.on_url = on_url;
+  s->settings.on_header_field = on_header_field;
+  s->settings.on_header_value = on_header_value;
+  s->settings.on_headers_complete = on_headers_complete;
+  s->settings.on_body = on_body;
+  s->settings.on_message_complete = on_message_complete;
+  s->lstate = LST_NONE;
+  *out = s;
+  return 0;
+}
+
+static void route_free_fields(route *rt) {
+  for (size_t i = 0; i < rt->nsegs; i++) free(rt->segs[i].text);
+  free(rt->segs);
+  free(rt->method);
+  free(rt->pattern);
+}
+
+/* Two patterns are the same route when they match the same paths: param names do not count. */
+static int route_same_shape(const route *a, const route *b) {
+  if (a->nsegs != b->nsegs) return 0;
+  for (size_t i = 0; i < a->nsegs; i++) {
+    if (a->segs[i].param != b->segs[i].param) return 0;
+    if (!a->segs[i].param &&
+        (a->segs[i].len != b->segs[i].len || memcmp(a->segs[i].text, b->segs[i].text,
+                                                    a->segs[i].len) != 0))
+      return 0;
+  }
+  return 1;
+}
+
+int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
+                   hd_http_handler cb, void *ud) {
+  if (!s || !method || !pattern || !cb || pattern[0] != '/' || !method[0]) return HD_EINVAL;
+  for (const char *m = method; *m; m++)
+    if (!((*m >= 'A' && *m <= 'Z') || *m == '-')) return HD_EINVAL;
+  route rt = {0};
+  rt.method = xstrndup(method, strlen(method));
+  rt.pattern = xstrndup(pattern, strlen(pattern));
+  rt.cb = cb;
+  rt.ud = ud;
+  size_t nsegs = 1;
+  for (const char *p = pattern + 1; *p; p++) nsegs += *p == '/';
+  rt.segs = xcalloc(nsegs, sizeof *rt.segs);
+  const char *p = pattern + 1;
+  for (;;) {
+    const char *slash = strchr(p, '/');
+    size_t sl = slash ? (size_t)(slash - p) : strlen(p);
+    route_seg *seg = &rt.segs[rt.nsegs++];
+    if (sl >= 2 && p[0] == '{' && p[sl - 1] == '}') {
+      seg->param = 1;
+      seg->text = xstrndup(p + 1, sl - 2);
+      seg->len = sl - 2;
+      if (!seg->len) goto bad;
+      for (size_t i = 0; i < seg->len; i++) {
+        char ch = seg->text[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+          goto bad;
+      }
+      for (size_t j = 0; j + 1 < rt.nsegs; j++)
+        if (rt.segs[j].param && strcmp(rt.segs[j].text, seg->text) == 0) goto bad;
+    } else {
+      seg->text = xstrndup(p, sl);
+      seg->len = sl;
+      if (strpbrk(seg->text, "{}?#%")) goto bad;
+    }
+    if (!slash) break;
+    p = slash + 1;
+  }
+  for (size_t i = 0; i < s->nroutes; i++) {
+    if (strcmp(s->routes[i].method, rt.method) == 0 && route_same_shape(&s->routes[i], &rt)) {
+      route_free_fields(&rt);
+      return HD_EEXIST;
+    }
+  }
+  s->routes = xrealloc(s->routes, (s->nroutes + 1) * sizeof *s->routes);
+  s->routes[s->nroutes++] = rt;
+  return 0;
+bad:
+  route_free_fields(&rt);
+  return HD_EINVAL;
+}
+
+int hd__http_listen(hd_http_server *s, const char *host, int port) {
+  if (!s || !host || port < 0 || port > 65535) return HD_EINVAL;
+  if (s->lstate != LST_NONE || s->closing) return HD_EINVAL;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    s->listen_err = UV_EINVAL;
+    return HD_EINVAL;
+  }
+  int rc = uv_tcp_init(s->loop, &s->listener);
+  if (rc) {
+    s->listen_err = rc;
+    return hd_err_from_uv(rc);
+  }
+  s->listener.data = s;
+  s->lstate = LST_OPEN;
+  rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0);
+  /* libuv may report a busy address only at listen time. */
+  if (!rc) rc = uv_listen((uv_stream_t *)&s->listener, HTTP_BACKLOG, on_connection);
+  if (!rc) {
+    struct sockaddr_storage name;
+    int nl = sizeof name;
+    rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&name, &nl);
+    if (!rc)
+      s->port = ntohs(name.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&name)->sin6_port
+                                                 : ((struct sockaddr_in *)&name)->sin_port);
+  }
+  if (rc) {
+    s->listen_err = rc;
+    s->lstate = LST_CLOSING;
+    uv_close((uv_handle_t *)&s->listener, on_listener_close);
+    return hd_err_from_uv(rc);
+  }
+  s->listen_err = 0;
+  return 0;
+}
+
+const char *hd__http_listen_error(const hd_http_server *s) {
+  return s && s->listen_err ? uv_strerror(s->listen_err) : "";
+}
+
+int hd__http_port(const hd_http_server *s) { return s ? s->port : 0; }
+
+void hd__http_stop_accepting(hd_http_server *s) {
+  if (s->lstate != LST_OPEN) return;
+  s->lstate = LST_CLOSING;
+  uv_close((uv_handle_t *)&s->listener, on_listener_close);
+}
+
+void hd__http_close(hd_http_server *s, void (*cb)(hd_http_server *s)) {
+  if (s->closing) return;
+  s->closing = 1;
+  s->close_cb = cb;
+  hd__http_stop_accepting(s);
+  /* Close everything first, abort afterwards: an abort callback may answer requests of
+   * other connections, and so free them under our feet. */
+  hd_http_req *aborts = NULL;
+  for (hd_http_conn *c = s->conns; c; c = c->next) {
+    hd_http_req *r = conn_close_handles(c);
+    if (r) {
+      r->next_abort = aborts;
+      aborts = r;
+    }
+  }
+  conn_run_aborts(s, aborts);
+  server_maybe_done(s);
+}
+
+void hd__http_free(hd_http_server *s) {
+  if (!s) return;
+  /* Freeing with handles still open would leave dangling handles in the loop. */
+  HTTP_CHECK(!s->conns && !s->refused_pending);
+  HTTP_CHECK(s->lstate != LST_OPEN && s->lstate != LST_CLOSING);
+  for (size_t i = 0; i < s->nroutes; i++) route_free_fields(&s->routes[i]);
+  free(s->routes);
+  free(s);
+}
+
+const hd_http_stats *hd__http_stats(const hd_http_server *s) { return &s->stats; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* public: requests */
+
+static void req_check(const hd_http_req *r) {
+  HTTP_CHECK(r != NULL && r->magic == HTTP_REQ_MAGIC);
+}
+
+const char *hd__http_method(const hd_http_req *r) {
+  req_check(r);
+  return r->method;
+}
+
+const char *hd__http_path(const hd_http_req *r) {
+  req_check(r);
+  return r->path ? r->path : "";
+}
+
+const char *hd__http_param(hd_http_req *r, const char *name) {
+  req_check(r);
+  for (size_t i = 0; i < r->nparams; i++)
+    if (strcmp(r->params[i].name, name) == 0) return r->params[i].value;
+  return NULL;
+}
+
+const char *hd__http_query(hd_http_req *r, const char *name) {
+  req_check(r);
+  for (size_t i = 0; i < r->nquery; i++)
+    if (strcmp(r->query[i].name, name) == 0) return r->query[i].value;
+  return NULL;
+}
+
+const char *hd__http_header(hd_http_req *r, const char *name) {
+  req_check(r);
+  for (size_t i = 0; i < r->nheaders; i++)
+    if (r->headers[i].name.p && strcasecmp(r->headers[i].name.p, name) == 0)
+      return r->headers[i].value.p ? r->headers[i].value.p : "";
+  return NULL;
+}
+
+const char *hd__http_body(hd_http_req *r, size_t *len) {
+  req_check(r);
+  if (len) *len = r->body.len;
+  return r->body.p ? r->body.p : "";
+}
+
+const char *hd__http_bearer(hd_http_req *r) {
+  const char *v = hd__http_header(r, "Authorization");
+  if (!v || strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t')) return NULL;
+  v += 6;
+  while (*v == ' ' || *v == '\t') v++;
+  return *v ? v : NULL;
+}
+
+const char *hd__http_peer(const hd_http_req *r) {
+  req_check(r);
+  return r->c->peer;
+}
+
+void hd__http_hold(hd_http_req *r, hd_http_abort_cb cb, void *ud) {
+  req_check(r);
+  HTTP_CHECK(r->c->active == r);
+  if (!r->held) r->c->s->stats.requests_held++;
+  r->held = 1;
+  r->abort_cb = cb;
+  r->abort_ud = ud;
+}
+
+void hd__http_reply(hd_http_req *r, int status, const char *content_type, const char *body,
+                    size_t len) {
+  hd__http_reply_ex(r, status, content_type, NULL, body, len);
+}
+
+void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
+                       const char *extra_headers, const char *body, size_t len) {
+  req_check(r);
+  hd_http_conn *c = r->c;
+  HTTP_CHECK(c->magic == HTTP_CONN_MAGIC && c->active == r); /* answered twice, or aborted */
+  hd_http_server *s = c->s;
+  c->active = NULL;
+  if (r->held) s->stats.requests_held--;
+  if (c->closing) {
+    /* The client is gone: nobody to answer, but the connection waited for us. */
+    if (status >= 400 && status < 500) s->stats.responses_4xx++;
+    if (status >= 500 && status < 600) s->stats.responses_5xx++;
+    req_free(r);
+    conn_maybe_free(c); /* may free s's last connection and call the close callback */
+    return;
+  }
+  conn_write_response(c, status, content_type, extra_headers, body, len, r->keep_alive,
+                      r->http_major == 1 && r->http_minor == 0);
+  req_free(r);
+  if (!c->closing && !c->finishing) conn_resume(c);
+}
+
+void hd__http_reply_error(hd_http_req *r, int err, const char *message) {
+  int status = hd__http_status_for(err);
+  sbuf b = {0};
+  json_error_body(&b, hd_err_code(err), message ? message : hd_strerror(err));
+  /* RFC 9110: a 401 names the scheme the client should use. */
+  hd__http_reply_ex(r, status, "application/json",
+                    status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL, b.p, b.len);
+  free(b.p);
+}

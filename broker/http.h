@@ -1,0 +1,99 @@
+/* http.h — the broker's HTTP/1.1 server: one listener on the loop, connections, parsing with
+ * http-parser, routing by method and path pattern, replies.
+ *
+ * What it guarantees:
+ *   - keep-alive, and pipelining-safe: requests on one connection are handled strictly one at
+ *     a time in order (the parser is paused while a request is in flight; bytes that arrived
+ *     behind it wait in the buffer and are parsed after the reply is queued);
+ *   - limits: request line + headers > max_header -> 431; body > max_body -> 413 (the length
+ *     is checked from Content-Length before the body is read, and while reading chunked
+ *     bodies); malformed request -> 400; each of these answers and then closes the connection;
+ *   - unknown path -> 404, known path but other method -> 405 with Allow, all as JSON
+ *     {"error": code, "message": text};
+ *   - an idle keep-alive connection is closed after idle_timeout_ms; a held request (see
+ *     hd__http_hold) is not idle;
+ *   - when the peer disconnects while a request is held, the hold's abort callback runs and the
+ *     request is freed; the handler must not reply afterwards.
+ *
+ * Routes: pattern segments are literal or "{name}"; a {name} segment matches one non-empty
+ * path segment, percent-decoded. The query string is parsed into name/value pairs
+ * (percent- and '+'-decoded). Header names are matched case-insensitively.
+ *
+ * Ownership: the server owns every connection and request. A hd_http_req is valid from the
+ * handler call until hd__http_reply*() returns, or until its abort callback has returned.
+ * Everything runs on the loop thread.
+ */
+#ifndef HERALD_HTTP_H
+#define HERALD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "herald/transport.h" /* hd_http_req, hd_http_handler, hd_http_abort_cb */
+
+typedef struct hd_http_server hd_http_server;
+
+typedef struct hd_http_opts {
+  uint64_t max_header;       /* bytes */
+  uint64_t max_body;         /* bytes */
+  uint64_t idle_timeout_ms;
+  uint64_t max_connections;  /* further accepts are closed at once */
+} hd_http_opts;
+
+typedef struct hd_http_stats {
+  uint64_t connections_open;
+  uint64_t connections_total;
+  uint64_t connections_refused;  /* over max_connections */
+  uint64_t requests_total;
+  uint64_t requests_held;        /* currently held */
+  uint64_t responses_4xx;
+  uint64_t responses_5xx;
+} hd_http_stats;
+
+/* Create a server on `loop`. *out is owned by the caller until hd__http_close(). */
+int hd__http_new(uv_loop_t *loop, const hd_http_opts *opts, hd_http_server **out);
+/* Add a route. Method is "GET", "POST", ... ; the pattern string is copied. Routes added later
+ * never shadow earlier ones with the same method and pattern (HD_EEXIST). */
+int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
+                   hd_http_handler cb, void *ud);
+/* Bind and listen on host:port (IPv4 or IPv6 literal). Returns 0 or an HD_E* code; err gets
+ * a human reason ("address in use"). */
+int hd__http_listen(hd_http_server *s, const char *host, int port);
+/* The human reason of the last failed hd__http_listen() ("address already in use"), or "".
+ * Owned by libuv (static text). */
+const char *hd__http_listen_error(const hd_http_server *s);
+/* The port actually bound (useful with port 0). */
+int hd__http_port(const hd_http_server *s);
+/* Stop accepting new connections; existing ones go on. */
+void hd__http_stop_accepting(hd_http_server *s);
+/* Close every connection (held requests get their abort callback first) and the listener;
+ * cb(s) runs when every handle is closed, after which the caller frees with hd__http_free. */
+void hd__http_close(hd_http_server *s, void (*cb)(hd_http_server *s));
+void hd__http_free(hd_http_server *s);
+const hd_http_stats *hd__http_stats(const hd_http_server *s);
+
+/* Request accessors (see herald/transport.h for the contract). */
+const char *hd__http_method(const hd_http_req *r);
+const char *hd__http_path(const hd_http_req *r);
+const char *hd__http_param(hd_http_req *r, const char *name);
+const char *hd__http_query(hd_http_req *r, const char *name);
+const char *hd__http_header(hd_http_req *r, const char *name);
+const char *hd__http_body(hd_http_req *r, size_t *len);
+const char *hd__http_bearer(hd_http_req *r);
+/* The peer address as text ("127.0.0.1"), for rate limits and logs. */
+const char *hd__http_peer(const hd_http_req *r);
+void hd__http_hold(hd_http_req *r, hd_http_abort_cb cb, void *ud);
+/* Reply; body is copied. Adds Content-Length, Content-Type, Connection, Date-free headers. */
+void hd__http_reply(hd_http_req *r, int status, const char *content_type, const char *body,
+                    size_t len);
+/* Same, with extra header lines ("Name: value\r\n..."), may be NULL. */
+void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
+                       const char *extra_headers, const char *body, size_t len);
+/* {"error": hd_err_code(err), "message": message or hd_strerror(err)} with the status that
+ * fits err (EINVAL 400, EAUTH 401, EFORBID 403, ENOTFOUND 404, ETOOBIG 413, ERATE 429,
+ * EFULL 507, ECLOSED/EAGAIN 503, other 500). */
+void hd__http_reply_error(hd_http_req *r, int err, const char *message);
+int hd__http_status_for(int err);
+
+#endif

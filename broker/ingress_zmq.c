@@ -1,0 +1,392 @@
+/* ingress_zmq.c — the ZeroMQ ROUTER publish ingress (see ingress_zmq.h). */
+#include "ingress_zmq.h"
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "herald/error.h"
+#include "log.h"
+
+#define MAX_ENVELOPE 16         /* frames before the body; more is not a real client */
+#define MAX_INFLIGHT 65536      /* requests waiting for their commit */
+
+typedef struct zreq {
+  struct zreq *next;
+  hd_zmq_ingress *z;
+  size_t nenv;
+  size_t envlen[MAX_ENVELOPE];
+  char *env;                    /* envelope frames back to back */
+  char *reply;
+  size_t reply_len;
+  /* fields of the request, NUL-terminated copies */
+  char *tenant, *key, *app, *to, *collapse;
+  char *data;                   /* msgpack */
+  size_t data_len;
+  int64_t ttl;
+} zreq;
+
+struct hd_zmq_ingress {
+  hd_broker *b;
+  void *sock;
+  uv_poll_t poll;
+  uv_timer_t retry;             /* replies blocked by a peer's full pipe */
+  size_t max_frame;
+  size_t inflight;
+  zreq *outq, *outq_tail;
+  int stopping;
+  int closed;
+};
+
+static void drain(hd_zmq_ingress *z);
+
+static void zreq_free(zreq *r) {
+  free(r->env);
+  free(r->reply);
+  free(r->tenant);
+  free(r->key);
+  free(r->app);
+  free(r->to);
+  free(r->collapse);
+  free(r->data);
+  free(r);
+}
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+/* Queue the reply and push the socket along. */
+static void reply(zreq *r, int status, uint64_t id, const char *reason) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  if (status == 0) {
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)id);
+    msgpack_pack_map(&pk, 1);
+    pk_str(&pk, "id");
+    pk_str(&pk, idbuf);
+  } else {
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "error");
+    pk_str(&pk, hd_err_code(status));
+    pk_str(&pk, "message");
+    pk_str(&pk, reason ? reason : hd_strerror(status));
+  }
+  r->reply = sb.data; /* the sbuffer's malloc'd block becomes ours */
+  r->reply_len = sb.size;
+  hd_zmq_ingress *z = r->z;
+  if (z->closed) {
+    zreq_free(r);
+    return;
+  }
+  r->next = NULL;
+  if (z->outq_tail) z->outq_tail->next = r;
+  else z->outq = r;
+  z->outq_tail = r;
+  drain(z);
+}
+
+static void on_published(void *ud, int status, uint64_t id, const char *reason) {
+  zreq *r = ud;
+  r->z->inflight--;
+  reply(r, status, id, reason);
+}
+
+static char *obj_str(const msgpack_object *o) {
+  if (o->type != MSGPACK_OBJECT_STR) return NULL;
+  if (memchr(o->via.str.ptr, 0, o->via.str.size)) return NULL;
+  return strndup(o->via.str.ptr, o->via.str.size);
+}
+
+/* Parse the body into r; on failure returns an HD_E* code and a reason. */
+static int parse_body(zreq *r, const char *body, size_t len, const char **why) {
+  msgpack_unpacked up;
+  size_t off = 0;
+  int rc = HD_EINVAL;
+  /* Validate first: the bounded checker refuses lengths the bytes cannot hold, which keeps
+   * msgpack-c's unpacker from reserving memory for hostile declared sizes. */
+  if (hd__codec_msgpack_validate(body, len) != 0) {
+    *why = "body is not one well-formed msgpack value";
+    return HD_EINVAL;
+  }
+  msgpack_unpacked_init(&up);
+  if (msgpack_unpack_next(&up, body, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+    *why = "body is not one well-formed msgpack value";
+    goto out;
+  }
+  if (up.data.type != MSGPACK_OBJECT_MAP) {
+    *why = "body must be a msgpack map";
+    goto out;
+  }
+  for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+    const msgpack_object *k = &up.data.via.map.ptr[i].key;
+    const msgpack_object *v = &up.data.via.map.ptr[i].val;
+    if (k->type != MSGPACK_OBJECT_STR) {
+      *why = "map keys must be strings";
+      goto out;
+    }
+#define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
+    char **dst = NULL;
+    if (KEY_IS("tenant")) dst = &r->tenant;
+    else if (KEY_IS("key")) dst = &r->key;
+    else if (KEY_IS("app")) dst = &r->app;
+    else if (KEY_IS("to")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->to;
+    else if (KEY_IS("collapse")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->collapse;
+    else if (KEY_IS("ttl")) {
+      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX) {
+        r->ttl = (int64_t)v->via.u64;
+      } else if (v->type != MSGPACK_OBJECT_NIL) {
+        *why = "ttl must be a positive integer (seconds)";
+        goto out;
+      }
+      continue;
+    } else if (KEY_IS("data")) {
+      msgpack_sbuffer sb;
+      msgpack_packer pk;
+      msgpack_sbuffer_init(&sb);
+      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+      if (msgpack_pack_object(&pk, *v) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        rc = HD_ENOMEM;
+        *why = "out of memory";
+        goto out;
+      }
+      free(r->data);
+      r->data = sb.data;
+      r->data_len = sb.size;
+      continue;
+    } else {
+      *why = "unknown field (allowed: tenant, key, app, to, data, ttl, collapse)";
+      goto out;
+    }
+#undef KEY_IS
+    if (!dst) continue;
+    free(*dst);
+    if (!(*dst = obj_str(v))) {
+      *why = "tenant, key, app, to and collapse must be strings";
+      goto out;
+    }
+  }
+  if (!r->key) {
+    rc = HD_EAUTH;
+    *why = "missing publish key";
+    goto out;
+  }
+  if (!r->app) {
+    *why = "missing app";
+    goto out;
+  }
+  rc = 0;
+out:
+  msgpack_unpacked_destroy(&up);
+  return rc;
+}
+
+static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t len,
+                           int too_big) {
+  const char *why = NULL;
+  int rc;
+  if (too_big) {
+    reply(r, HD_ETOOBIG, 0, "request larger than zmq max_frame");
+    return;
+  }
+  if ((rc = parse_body(r, body, len, &why))) {
+    reply(r, rc, 0, why);
+    return;
+  }
+  hd_tenant *t = hd__tenant_by_key(&z->b->tenants, r->key);
+  /* One answer for a wrong key and an unknown tenant: nothing is revealed about either. */
+  if (!t || strcmp(t->name, r->tenant ? r->tenant : "default") != 0) {
+    reply(r, HD_EAUTH, 0, "wrong publish key for this tenant");
+    return;
+  }
+  static const unsigned char nil = 0xc0;
+  hd_pubreq pr = {
+      .tenant = t,
+      .appid = r->app,
+      .to = r->to,
+      .data = r->data ? (const void *)r->data : &nil,
+      .data_len = r->data ? r->data_len : 1,
+      .ttl_s = r->ttl,
+      .collapse = r->collapse,
+      .ingress = HD_INGRESS_ZMQ,
+  };
+  z->inflight++;
+  hd__broker_publish(z->b, &pr, on_published, r);
+}
+
+/* Receive one whole multipart message. Returns 1 if one was taken, 0 if none was waiting. */
+static int recv_one(hd_zmq_ingress *z) {
+  zmq_msg_t part;
+  zreq *r = calloc(1, sizeof *r);
+  if (!r) return 0;
+  r->z = z;
+  size_t envcap = 0, envused = 0;
+  char *body = NULL;
+  size_t body_len = 0;
+  int too_big = 0, bad = 0, got = 0;
+  for (;;) {
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, z->sock, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&part);
+      break; /* EAGAIN on the first part: nothing waiting */
+    }
+    got = 1;
+    int more = zmq_msg_more(&part);
+    size_t n = zmq_msg_size(&part);
+    if (more) {
+      /* Envelope frame: keep it to route the reply back. */
+      if (r->nenv < MAX_ENVELOPE && n <= 256) {
+        if (envused + n > envcap) {
+          envcap = (envused + n) * 2 + 64;
+          char *e = realloc(r->env, envcap);
+          if (!e) bad = 1;
+          else r->env = e;
+        }
+        if (!bad) {
+          memcpy(r->env + envused, zmq_msg_data(&part), n);
+          envused += n;
+          r->envlen[r->nenv++] = n;
+        }
+      } else {
+        bad = 1;
+      }
+    } else {
+      if (n > z->max_frame) too_big = 1;
+      else if ((body = malloc(n ? n : 1))) {
+        memcpy(body, zmq_msg_data(&part), n);
+        body_len = n;
+      } else {
+        bad = 1;
+      }
+    }
+    zmq_msg_close(&part);
+    if (!more) break;
+  }
+  if (!got) {
+    zreq_free(r);
+    return 0;
+  }
+  if (bad || r->nenv == 0) {
+    /* No way to answer (no identity) or an envelope no client sends: drop it, say why. */
+    hd__log(HD_LOG_WARN, "zmq_request_dropped", "reason=%s",
+            r->nenv == 0 ? "no_envelope" : "bad_envelope");
+    free(body);
+    zreq_free(r);
+    return 1;
+  }
+  handle_request(z, r, body, body_len, too_big);
+  free(body);
+  return 1;
+}
+
+/* Send one queued reply. Returns 1 if sent or dropped, 0 if the peer's pipe is full. */
+static int send_one(hd_zmq_ingress *z) {
+  zreq *r = z->outq;
+  size_t off = 0;
+  for (size_t i = 0; i < r->nenv; i++) {
+    /* The first frame decides: once it is accepted the rest of the message follows. */
+    if (zmq_send(z->sock, r->env + off, r->envlen[i], ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+      if (i == 0 && zmq_errno() == EAGAIN) return 0;
+      goto drop; /* EHOSTUNREACH: the client is gone */
+    }
+    off += r->envlen[i];
+  }
+  zmq_send(z->sock, r->reply, r->reply_len, ZMQ_DONTWAIT);
+drop:
+  z->outq = r->next;
+  if (!z->outq) z->outq_tail = NULL;
+  zreq_free(r);
+  return 1;
+}
+
+static void on_retry(uv_timer_t *t) { drain(t->data); }
+
+static void drain(hd_zmq_ingress *z) {
+  if (z->closed) return;
+  for (;;) {
+    int ev = 0;
+    size_t sz = sizeof ev;
+    if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &ev, &sz) != 0) return;
+    int progressed = 0;
+    if (z->outq && (ev & ZMQ_POLLOUT)) {
+      if (send_one(z)) progressed = 1;
+      else if (!uv_is_active((uv_handle_t *)&z->retry))
+        uv_timer_start(&z->retry, on_retry, 5, 0); /* a peer's pipe is full: try again soon */
+    }
+    if ((ev & ZMQ_POLLIN) && !z->stopping && z->inflight < MAX_INFLIGHT) {
+      if (recv_one(z)) progressed = 1;
+    }
+    if (!progressed) return;
+  }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) { drain(p->data); }
+
+int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
+                         hd_zmq_ingress **out, char *err, size_t errlen) {
+  hd_zmq_ingress *z = calloc(1, sizeof *z);
+  if (!z) return HD_ENOMEM;
+  z->b = b;
+  z->max_frame = max_frame;
+  z->sock = zmq_socket(b->zctx, ZMQ_ROUTER);
+  if (!z->sock) goto zfail;
+  int one = 1, linger = 2000;
+  /* Hard cap well above max_frame: a frame past max_frame gets a too_large reply, one past
+   * this is dropped by libzmq with the connection, so nobody can make us buffer gigabytes. */
+  int64_t hard = (int64_t)max_frame * 4 + 4096;
+  zmq_setsockopt(z->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+  zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(z->sock, ZMQ_MAXMSGSIZE, &hard, sizeof hard);
+  if (zmq_bind(z->sock, endpoint) != 0) goto zfail;
+  int fd;
+  size_t fdsz = sizeof fd;
+  if (zmq_getsockopt(z->sock, ZMQ_FD, &fd, &fdsz) != 0) goto zfail;
+  uv_poll_init(b->loop, &z->poll, fd);
+  z->poll.data = z;
+  uv_timer_init(b->loop, &z->retry);
+  z->retry.data = z;
+  uv_poll_start(&z->poll, UV_READABLE, on_poll);
+  *out = z;
+  return 0;
+zfail:
+  snprintf(err, errlen, "zmq ingress %s: %s", endpoint, zmq_strerror(zmq_errno()));
+  if (z->sock) zmq_close(z->sock);
+  free(z);
+  return HD_EIO;
+}
+
+void hd__zmq_ingress_stop(hd_zmq_ingress *z) {
+  if (z) z->stopping = 1;
+}
+
+size_t hd__zmq_ingress_inflight(const hd_zmq_ingress *z) { return z ? z->inflight : 0; }
+
+static void on_closed(uv_handle_t *h) {
+  hd_zmq_ingress *z = h->data;
+  if (--z->closed == 0) free(z);
+}
+
+void hd__zmq_ingress_close(hd_zmq_ingress *z) {
+  if (!z) return;
+  drain(z); /* last replies out before the socket goes (linger covers the wire) */
+  while (z->outq) {
+    zreq *r = z->outq;
+    z->outq = r->next;
+    zreq_free(r);
+  }
+  z->outq_tail = NULL;
+  zmq_close(z->sock);
+  z->closed = 2;
+  uv_close((uv_handle_t *)&z->poll, on_closed);
+  uv_close((uv_handle_t *)&z->retry, on_closed);
+}

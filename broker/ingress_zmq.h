@@ -1,0 +1,40 @@
+/* ingress_zmq.h — publishes over a ZeroMQ ROUTER socket.
+ *
+ * Request: any envelope frames, then one frame holding a msgpack map:
+ *   tenant (str, optional, default "default"), key (str), app (str), to (str, optional),
+ *   data (any msgpack value, optional: nil), ttl (positive int seconds, optional),
+ *   collapse (str, optional).
+ * Reply, sent only after the message is committed to disk: the request's envelope frames, then
+ * a msgpack map {"id": "<id>"} or {"error": "<code>", "message": "<text>"}. REQ clients (whose
+ * envelope ends in an empty delimiter) and DEALER clients both work, and any number of
+ * requests may be in flight per connection; replies may come back in another order than the
+ * requests when they fail validation early, so DEALER clients should match by id or keep one
+ * request in flight per correlation frame they add themselves.
+ *
+ * Integration with libuv: the socket's ZMQ_FD is watched with uv_poll for readability; since
+ * that fd is edge-triggered, every wake-up drains ZMQ_EVENTS until neither POLLIN (with room
+ * for more requests in flight) nor POLLOUT (with replies waiting) is left, and the same drain
+ * runs after each reply is queued. Replies that meet the high-water mark wait in a queue and
+ * go out when the socket is writable again; requests stop being read while `max_inflight`
+ * are waiting for their commit, so a fast publisher is slowed by the disk, not by memory.
+ *
+ * Ownership: the ingress owns its socket and every request in flight. Loop thread only.
+ */
+#ifndef HERALD_INGRESS_ZMQ_H
+#define HERALD_INGRESS_ZMQ_H
+
+#include <stddef.h>
+
+#include "broker.h"
+
+typedef struct hd_zmq_ingress hd_zmq_ingress;
+
+int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
+                         hd_zmq_ingress **out, char *err, size_t errlen);
+/* Stop reading requests; replies to those in flight still go out. */
+void hd__zmq_ingress_stop(hd_zmq_ingress *z);
+/* Close the socket (after the writer has drained) and free once the poll handle closed. */
+void hd__zmq_ingress_close(hd_zmq_ingress *z);
+size_t hd__zmq_ingress_inflight(const hd_zmq_ingress *z);
+
+#endif

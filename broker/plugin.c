@@ -1,0 +1,373 @@
+/* plugin.c — transport loading, lifecycle and push deliveries (see plugin.h). */
+#include "plugin_int.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+#include "herald/error.h"
+#include "log.h"
+
+#define HD_OPS_V1_0_SIZE (offsetof(hd_transport_ops, reserved))
+#define RETRY_MAX_MS 60000
+
+static void on_post(uv_async_t *a) {
+  hd_plugin *p = a->data;
+  pthread_mutex_lock(&p->post_mu);
+  hd_post *list = p->posts;
+  p->posts = NULL;
+  pthread_mutex_unlock(&p->post_mu);
+  /* The list was built newest first; run in submission order. */
+  hd_post *rev = NULL;
+  while (list) {
+    hd_post *n = list->next;
+    list->next = rev;
+    rev = list;
+    list = n;
+  }
+  while (rev) {
+    hd_post *n = rev->next;
+    rev->fn(rev->arg);
+    free(rev);
+    rev = n;
+  }
+}
+
+static int check_ops(const hd_transport_ops *o, const char *file, const char *want,
+                     char *err, size_t errlen) {
+  if (o->abi_major != HD_TRANSPORT_ABI_MAJOR) {
+    snprintf(err, errlen, "%s: transport ABI major %u, broker speaks %u", file, o->abi_major,
+             HD_TRANSPORT_ABI_MAJOR);
+    return HD_EABI;
+  }
+  if (o->abi_minor > HD_TRANSPORT_ABI_MINOR) {
+    snprintf(err, errlen, "%s: transport built for ABI %u.%u, broker has %u.%u", file,
+             o->abi_major, o->abi_minor, HD_TRANSPORT_ABI_MAJOR, HD_TRANSPORT_ABI_MINOR);
+    return HD_EABI;
+  }
+  if (o->struct_size < HD_OPS_V1_0_SIZE) {
+    snprintf(err, errlen, "%s: struct_size %u smaller than ABI 1.0's %zu", file, o->struct_size,
+             (size_t)HD_OPS_V1_0_SIZE);
+    return HD_EABI;
+  }
+  if (!o->name || !hd__config_valid_name(o->name) || strcmp(o->name, want) != 0) {
+    snprintf(err, errlen, "%s: transport calls itself '%s', expected '%s'", file,
+             o->name ? o->name : "(null)", want);
+    return HD_EABI;
+  }
+  if (!o->create || !o->start || !o->stop || !o->destroy || (o->deliver && !o->cancel)) {
+    snprintf(err, errlen, "%s: transport lacks a required operation", file);
+    return HD_EABI;
+  }
+  return 0;
+}
+
+static int key_allowed(const hd_transport_ops *o, const char *key) {
+  if (strcmp(key, "apps") == 0) return 1; /* the host's own key */
+  for (const char *const *k = o->config_keys; k && *k; k++)
+    if (strcmp(*k, key) == 0) return 1;
+  return 0;
+}
+
+static int split_apps(hd_plugin *p, const char *v) {
+  if (!v || strcmp(v, "*") == 0) return 0;
+  char *copy = strdup(v), *save = NULL;
+  if (!copy) return HD_ENOMEM;
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    while (*tok == ' ') tok++;
+    char *e = tok + strlen(tok);
+    while (e > tok && e[-1] == ' ') *--e = 0;
+    if (!*tok) continue;
+    char **nv = realloc(p->apps, (p->napps + 1) * sizeof *nv);
+    if (!nv) {
+      free(copy);
+      return HD_ENOMEM;
+    }
+    p->apps = nv;
+    p->apps[p->napps++] = strdup(tok);
+  }
+  free(copy);
+  if (!p->apps) p->apps = calloc(1, sizeof *p->apps); /* "apps =" empty: none */
+  return 0;
+}
+
+static int load_one(hd_broker *b, hd_plugins *ps, const char *name, char *err, size_t errlen) {
+  char file[4200];
+  snprintf(file, sizeof file, "%s/%s.so", b->plugin_dir, name);
+  void *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (!dl) {
+    snprintf(err, errlen, "%s: cannot load: %s", file, dlerror());
+    return HD_ECONFIG;
+  }
+  const hd_transport_ops *o = dlsym(dl, HD_TRANSPORT_SYMBOL);
+  if (!o) {
+    snprintf(err, errlen, "%s: no '%s' symbol: not a Herald transport", file,
+             HD_TRANSPORT_SYMBOL);
+    dlclose(dl);
+    return HD_EABI;
+  }
+  int rc = check_ops(o, file, name, err, errlen);
+  if (rc) {
+    dlclose(dl);
+    return rc;
+  }
+  hd_plugin *p = calloc(1, sizeof *p);
+  if (!p) {
+    dlclose(dl);
+    return HD_ENOMEM;
+  }
+  p->b = b;
+  p->set = ps;
+  p->ops = o;
+  p->dl = dl;
+  p->name = strdup(name);
+  p->conf = hd__config_transport(&b->cfg, name);
+  pthread_mutex_init(&p->post_mu, NULL);
+  ps->v[ps->n++] = p;
+  if (p->conf) {
+    for (size_t i = 0; i < p->conf->nkv; i++) {
+      if (!key_allowed(o, p->conf->kv[i].key)) {
+        snprintf(err, errlen, "%s:%d: unknown key '%s' in [transport %s]", b->cfg.source,
+                 p->conf->kv[i].line, p->conf->kv[i].key, name);
+        return HD_ECONFIG;
+      }
+      if (strcmp(p->conf->kv[i].key, "apps") == 0 && (rc = split_apps(p, p->conf->kv[i].value)))
+        return rc;
+    }
+  }
+  if ((rc = uv_async_init(b->loop, &p->async, on_post))) return hd_err_from_uv(rc);
+  p->async.data = p;
+  if ((rc = o->create(hd__host_table(), p, &p->state))) {
+    snprintf(err, errlen, "transport %s: create failed: %s", name, hd_strerror(rc));
+    return rc;
+  }
+  p->created = 1;
+  hd__log(HD_LOG_INFO, "transport_loaded", "transport=%s version=%s abi=%u.%u file=%s", name,
+          o->version ? o->version : "?", o->abi_major, o->abi_minor, file);
+  return 0;
+}
+
+int hd__plugins_load(hd_broker *b, char *err, size_t errlen) {
+  hd_plugins *ps = calloc(1, sizeof *ps);
+  if (!ps) return HD_ENOMEM;
+  ps->b = b;
+  b->plugins = ps;
+  ps->v = calloc(b->cfg.plugins.nload + 1, sizeof *ps->v);
+  if (!ps->v) return HD_ENOMEM;
+  /* A section for a transport that is not loaded is almost always a typo. */
+  for (size_t i = 0; i < b->cfg.ntransports; i++) {
+    int found = 0;
+    for (size_t j = 0; j < b->cfg.plugins.nload; j++)
+      if (strcmp(b->cfg.plugins.load[j], b->cfg.transports[i].name) == 0) found = 1;
+    if (!found) {
+      snprintf(err, errlen, "%s:%d: [transport %s] but '%s' is not in [plugins] load",
+               b->cfg.source, b->cfg.transports[i].line, b->cfg.transports[i].name,
+               b->cfg.transports[i].name);
+      return HD_ECONFIG;
+    }
+  }
+  for (size_t i = 0; i < b->cfg.plugins.nload; i++) {
+    int rc = load_one(b, ps, b->cfg.plugins.load[i], err, errlen);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int hd__plugins_start(hd_plugins *ps, char *err, size_t errlen) {
+  for (size_t i = 0; i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    int rc = p->ops->start(p->state);
+    if (rc) {
+      snprintf(err, errlen, "transport %s: start failed: %s", p->name, hd_strerror(rc));
+      return rc;
+    }
+    p->started = 1;
+  }
+  return 0;
+}
+
+/* ---- push deliveries ---- */
+static int covers(const hd_plugin *p, const char *app) {
+  if (!p->apps) return 1;
+  for (size_t i = 0; i < p->napps; i++)
+    if (strcmp(p->apps[i], app) == 0) return 1;
+  return 0;
+}
+
+static void delivery_unlink(hd_delivery *d) {
+  hd_plugin *p = d->p;
+  if (d->prev) d->prev->next = d->next;
+  else p->deliveries = d->next;
+  if (d->next) d->next->prev = d->prev;
+  d->prev = d->next = NULL;
+}
+
+static void on_retry_closed(uv_handle_t *h) {
+  hd_delivery *d = h->data;
+  hd__msg_clear(&d->msg);
+  free(d);
+}
+
+static void delivery_free(hd_delivery *d) {
+  delivery_unlink(d);
+  d->p->set->inflight--;
+  d->magic = 0;
+  uv_close((uv_handle_t *)&d->retry, on_retry_closed);
+}
+
+static void delivery_try(hd_delivery *d);
+
+static void on_retry(uv_timer_t *t) { delivery_try(t->data); }
+
+static void delivery_event(hd_delivery *d, const char *what, const char *reason) {
+  hd__events_delivery(d->p->b->events, d->p->name, what, d->msg.seq, d->msg.app,
+                      d->msg.has_to ? d->msg.to : NULL, d->attempt, reason);
+}
+
+static void delivery_schedule_retry(hd_delivery *d, const char *reason) {
+  int64_t now = hd__now_ms();
+  uint64_t backoff = 1000u << (d->attempt < 7 ? d->attempt - 1 : 6);
+  if (backoff > RETRY_MAX_MS) backoff = RETRY_MAX_MS;
+  if (d->p->stopped || now + (int64_t)backoff >= d->msg.expires_ms) {
+    delivery_event(d, d->p->stopped ? "abandoned" : "expired", reason);
+    delivery_free(d);
+    return;
+  }
+  uv_timer_start(&d->retry, on_retry, backoff, 0);
+}
+
+static void delivery_try(hd_delivery *d) {
+  hd_plugin *p = d->p;
+  if (p->stopped) {
+    delivery_free(d);
+    return;
+  }
+  d->attempt++;
+  d->in_transport = 1;
+  int rc = p->ops->deliver(p->state, d);
+  if (rc == 0) return; /* it ends in done() */
+  d->in_transport = 0;
+  if (rc == HD_EAGAIN) {
+    delivery_schedule_retry(d, "busy");
+  } else {
+    delivery_event(d, "failed", hd_strerror(rc));
+    delivery_free(d);
+  }
+}
+
+void hd__delivery_done(hd_delivery *d, int outcome, const char *reason) {
+  if (!d || d->magic != HD_DELIVERY_MAGIC || !d->in_transport) {
+    hd__log(HD_LOG_ERROR, "delivery_done_misuse", "reason=%s",
+            "done() on a delivery that is not in flight (completed twice or stale pointer)");
+    return;
+  }
+  d->in_transport = 0;
+  switch (outcome) {
+  case HD_DELIVERED:
+    hd__metric_add(d->p->b->m_deliveries, 1);
+    delivery_event(d, "delivered", NULL);
+    delivery_free(d);
+    break;
+  case HD_FAILED_TEMP:
+    delivery_schedule_retry(d, reason);
+    break;
+  default:
+    delivery_event(d, "failed", reason);
+    delivery_free(d);
+  }
+}
+
+void hd__plugins_offer(hd_plugins *ps, const hd_offer *o) {
+  if (!ps) return;
+  for (size_t i = 0; i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    if (!p->ops->deliver || !p->started || p->stopped || !covers(p, o->appid)) continue;
+    hd_delivery *d = calloc(1, sizeof *d);
+    if (!d || !(d->msg.data = malloc(o->data_len ? o->data_len : 1))) {
+      free(d);
+      hd__log(HD_LOG_ERROR, "delivery_dropped", "transport=%s id=%llu reason=no_memory",
+              p->name, (unsigned long long)o->seq);
+      continue;
+    }
+    d->magic = HD_DELIVERY_MAGIC;
+    d->p = p;
+    d->msg.seq = o->seq;
+    d->msg.created_ms = o->created_ms;
+    d->msg.expires_ms = o->expires_ms;
+    snprintf(d->msg.app, sizeof d->msg.app, "%s", o->appid);
+    if (o->to) {
+      d->msg.has_to = 1;
+      snprintf(d->msg.to, sizeof d->msg.to, "%s", o->to);
+    }
+    memcpy(d->msg.data, o->data, o->data_len);
+    d->msg.data_len = o->data_len;
+    uv_timer_init(p->b->loop, &d->retry);
+    d->retry.data = d;
+    d->next = p->deliveries;
+    if (d->next) d->next->prev = d;
+    p->deliveries = d;
+    ps->inflight++;
+    delivery_try(d);
+  }
+}
+
+size_t hd__plugins_inflight(const hd_plugins *ps) { return ps ? ps->inflight : 0; }
+
+void hd__plugins_stop(hd_plugins *ps) {
+  if (!ps) return;
+  for (size_t i = 0; i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    if (p->stopped) continue;
+    /* Cancel what is in the transport's hands (it still ends in done()), drop waiting
+     * retries, then let the transport answer everything it holds. */
+    for (hd_delivery *d = p->deliveries, *n; d; d = n) {
+      n = d->next;
+      if (d->in_transport && p->ops->cancel) p->ops->cancel(p->state, d);
+    }
+    p->stopped = 1;
+    for (hd_delivery *d = p->deliveries, *n; d; d = n) {
+      n = d->next;
+      if (!d->in_transport) {
+        uv_timer_stop(&d->retry);
+        delivery_free(d);
+      }
+    }
+    if (p->started) p->ops->stop(p->state);
+    pthread_mutex_lock(&p->post_mu);
+    p->post_closed = 1;
+    pthread_mutex_unlock(&p->post_mu);
+    if (p->async.data) uv_close((uv_handle_t *)&p->async, NULL);
+  }
+}
+
+void hd__plugins_free(hd_plugins *ps) {
+  if (!ps) return;
+  for (size_t i = 0; i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    if (p->created) p->ops->destroy(p->state);
+    /* Deliveries the transport never completed: free them now that it is gone. */
+    for (hd_delivery *d = p->deliveries, *n; d; d = n) {
+      n = d->next;
+      hd__msg_clear(&d->msg);
+      free(d);
+    }
+    for (hd_post *q = p->posts, *n; q; q = n) {
+      n = q->next;
+      free(q);
+    }
+    for (size_t j = 0; j < p->napps; j++) free(p->apps[j]);
+    free(p->apps);
+    pthread_mutex_destroy(&p->post_mu);
+    /* Keep sanitizer reports readable: leak checkers resolve symbols of unloaded objects
+     * badly, so only unload in normal builds. */
+#if !defined(__SANITIZE_ADDRESS__)
+    dlclose(p->dl);
+#endif
+    free(p->name);
+    free(p);
+  }
+  free(ps->v);
+  free(ps);
+}

@@ -1,0 +1,49 @@
+/* plugin.h — loading transports (dlopen), checking their ABI, driving their lifecycle, and
+ * handing committed messages to push transports with retry.
+ *
+ * Load: for each name in [plugins] load, <dir>/<name>.so is opened and its `herald_transport`
+ * symbol checked: same ABI major, minor not newer than ours, struct_size at least v1.0's, a
+ * valid name equal to the file's, and every key of its [transport NAME] section listed in its
+ * config_keys (the host itself takes `apps`). Any failure names the file and the reason.
+ *
+ * Push: after each commit the broker calls hd__plugins_offer(); every push transport whose
+ * `apps` covers the app gets an hd_delivery. TEMP failures are retried with exponential
+ * backoff (1 s doubling to 60 s) until the message expires; PERM failures and expiry end it.
+ * Retry state is in memory: deliveries in flight when heraldd stops are not resumed after a
+ * restart (pull transports are unaffected: their state is the store).
+ *
+ * Ownership: hd_plugins owns every plugin, delivery and dl handle. Loop thread only, except
+ * the host's post().
+ */
+#ifndef HERALD_PLUGIN_H
+#define HERALD_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker.h"
+
+/* What a push transport is offered: a committed message, copied by the callee. */
+typedef struct hd_offer {
+  uint64_t seq;
+  const char *appid;
+  const char *to;          /* NULL: broadcast */
+  int64_t created_ms;
+  int64_t expires_ms;
+  const void *data;
+  size_t data_len;
+} hd_offer;
+
+int hd__plugins_load(hd_broker *b, char *err, size_t errlen);
+int hd__plugins_start(hd_plugins *ps, char *err, size_t errlen);
+void hd__plugins_offer(hd_plugins *ps, const hd_offer *o);
+/* Call every plugin's stop(), cancel pending retries. */
+void hd__plugins_stop(hd_plugins *ps);
+/* destroy() every plugin and dlclose; after the loop drained. */
+void hd__plugins_free(hd_plugins *ps);
+size_t hd__plugins_inflight(const hd_plugins *ps);
+
+/* The host table (host.c). */
+const hd_host *hd__host_table(void);
+
+#endif

@@ -1,0 +1,59 @@
+/* ratelimit.c — fixed-table token buckets (see ratelimit.h). */
+#include "ratelimit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct bucket {
+  double tokens;
+  uint64_t last_ms;
+} bucket;
+
+struct hd_ratelimit {
+  double per_ms;
+  double burst;
+  size_t nslots;
+  bucket *slots;
+};
+
+hd_ratelimit *hd__ratelimit_new(double per_min, double burst, size_t slots) {
+  hd_ratelimit *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->slots = calloc(slots ? slots : 1, sizeof *r->slots);
+  if (!r->slots) {
+    free(r);
+    return NULL;
+  }
+  r->nslots = slots ? slots : 1;
+  r->per_ms = per_min / 60000.0;
+  r->burst = burst < 1 ? 1 : burst;
+  return r;
+}
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+int hd__ratelimit_take(hd_ratelimit *r, const char *key, uint64_t now_ms) {
+  bucket *b = &r->slots[fnv1a(key) % r->nslots];
+  if (b->last_ms == 0) { /* never used: a full bucket */
+    b->tokens = r->burst;
+    b->last_ms = now_ms;
+  }
+  if (now_ms > b->last_ms) {
+    b->tokens += (double)(now_ms - b->last_ms) * r->per_ms;
+    if (b->tokens > r->burst) b->tokens = r->burst;
+    b->last_ms = now_ms;
+  }
+  if (b->tokens < 1.0) return 0;
+  b->tokens -= 1.0;
+  return 1;
+}
+
+void hd__ratelimit_free(hd_ratelimit *r) {
+  if (!r) return;
+  free(r->slots);
+  free(r);
+}

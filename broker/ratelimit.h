@@ -1,0 +1,21 @@
+/* ratelimit.h — token buckets keyed by a string (a client address), in a fixed-size table.
+ *
+ * Keys hash into `slots` buckets; two keys that share a slot share a budget, which can only
+ * make the limit stricter, never looser, and keeps memory fixed whatever the number of
+ * clients. Loop thread only. The caller owns the limiter (hd__ratelimit_free).
+ */
+#ifndef HERALD_RATELIMIT_H
+#define HERALD_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hd_ratelimit hd_ratelimit;
+
+/* `per_min` tokens per minute, bursts up to `burst`. NULL on ENOMEM. */
+hd_ratelimit *hd__ratelimit_new(double per_min, double burst, size_t slots);
+/* Take one token for key at time now_ms: 1 if allowed, 0 if over the limit. */
+int hd__ratelimit_take(hd_ratelimit *r, const char *key, uint64_t now_ms);
+void hd__ratelimit_free(hd_ratelimit *r);
+
+#endif

@@ -1,0 +1,686 @@
+/* store.c — the LMDB layout behind store.h. See docs/ARCHITECTURE.md for the table of
+ * databases; every multi-byte number in a key is big-endian so that LMDB's byte order is the
+ * numeric order and a prefix scan walks one app's log (or one device's rows) oldest first. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "herald/error.h"
+
+#define HD_STORE_SCHEMA 1
+#define HD_STORE_MAX_REGS 256 /* apps one device may register for */
+#define MSG_HDR 32
+
+enum {
+  DB_META,
+  DB_TENANTS,   /* name -> u32 tenant_num */
+  DB_APPS,      /* tenant(4) appid -> u32 app_num */
+  DB_APP_NAMES, /* app_num(4) -> tenant(4) appid */
+  DB_DEVICES,   /* tenant(4) device_id -> dev_num(8) gen(4) created(8) */
+  DB_DEV_NAMES, /* dev_num(8) -> tenant(4) device_id */
+  DB_REGS,      /* dev_num(8) app_num(4) -> floor(8) */
+  DB_APP_DEVS,  /* app_num(4) dev_num(8) -> "" */
+  DB_LOG,       /* app_num(4) seq(8) -> message */
+  DB_DIRECT,    /* dev_num(8) seq(8) -> message */
+  DB_ACKS,      /* dev_num(8) seq(8) -> "" */
+  DB_COLLAPSE,  /* app_num(4) dev_num(8) key -> seq(8) */
+  DB_EXPIRY,    /* expires_ms(8) seq(8) -> app_num(4) dev_num(8) */
+  DB_COUNT
+};
+
+static const char *const db_names[DB_COUNT] = {
+    "meta", "tenants", "apps", "app_names", "devices", "dev_names", "regs",
+    "app_devs", "log", "direct", "acks", "collapse", "expiry"};
+
+struct hd_store {
+  MDB_env *env;
+  MDB_dbi dbi[DB_COUNT];
+  MDB_txn *rtxn; /* the loop thread's reusable read transaction (reset between uses) */
+  int rtxn_live;
+};
+
+/* ---- byte helpers ---- */
+static void be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+static void be64(unsigned char *p, uint64_t v) {
+  be32(p, (uint32_t)(v >> 32));
+  be32(p + 4, (uint32_t)v);
+}
+static uint32_t rd32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) << 32 | rd32(p + 4); }
+
+#define MV(p, n) ((MDB_val){.mv_size = (n), .mv_data = (void *)(p)})
+
+static int merr(int rc) { return hd_err_from_mdb(rc); }
+
+/* ---- open / close ---- */
+int hd__store_open(const char *dir, uint64_t map_size, hd_store **out) {
+  int rc;
+  MDB_txn *t = NULL;
+  hd_store *s = calloc(1, sizeof *s);
+  if (!s) return HD_ENOMEM;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    free(s);
+    return HD_EIO;
+  }
+  if ((rc = mdb_env_create(&s->env))) goto fail;
+  if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 2))) goto fail;
+  if ((rc = mdb_env_set_mapsize(s->env, (size_t)map_size))) goto fail;
+  /* MDB_NOTLS: the loop thread's read txn is not tied to thread-local slots, so the writer
+   * thread and the loop can each hold one without surprises. Durability stays full: every
+   * commit is fsync'd (no MDB_NOSYNC / MDB_NOMETASYNC). */
+  if ((rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600))) goto fail;
+  if ((rc = mdb_txn_begin(s->env, NULL, 0, &t))) goto fail;
+  for (int i = 0; i < DB_COUNT; i++)
+    if ((rc = mdb_dbi_open(t, db_names[i], MDB_CREATE, &s->dbi[i]))) goto fail;
+  {
+    MDB_val k = MV("schema", 6), v;
+    rc = mdb_get(t, s->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      unsigned char b[4];
+      be32(b, HD_STORE_SCHEMA);
+      v = MV(b, 4);
+      if ((rc = mdb_put(t, s->dbi[DB_META], &k, &v, 0))) goto fail;
+    } else if (rc) {
+      goto fail;
+    } else if (v.mv_size != 4 || rd32(v.mv_data) != HD_STORE_SCHEMA) {
+      rc = EINVAL;
+      goto fail;
+    }
+  }
+  if ((rc = mdb_txn_commit(t))) {
+    t = NULL;
+    goto fail;
+  }
+  *out = s;
+  return 0;
+fail:
+  if (t) mdb_txn_abort(t);
+  if (s->env) mdb_env_close(s->env);
+  free(s);
+  return merr(rc);
+}
+
+void hd__store_close(hd_store *s) {
+  if (!s) return;
+  if (s->rtxn) mdb_txn_abort(s->rtxn);
+  mdb_env_close(s->env);
+  free(s);
+}
+
+MDB_env *hd__store_env(hd_store *s) { return s->env; }
+
+static uint64_t meta_u64(hd_store *s, MDB_txn *t, const char *name) {
+  MDB_val k = MV(name, strlen(name)), v;
+  if (mdb_get(t, s->dbi[DB_META], &k, &v) || v.mv_size != 8) return 0;
+  return rd64(v.mv_data);
+}
+
+static int meta_put_u64(hd_store *s, MDB_txn *t, const char *name, uint64_t val) {
+  unsigned char b[8];
+  be64(b, val);
+  MDB_val k = MV(name, strlen(name)), v = MV(b, 8);
+  return merr(mdb_put(t, s->dbi[DB_META], &k, &v, 0));
+}
+
+int hd__store_stats(hd_store *s, hd_store_stats *out) {
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st)) return HD_EIO;
+  out->map_size = info.me_mapsize;
+  out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+  MDB_txn *t;
+  out->last_seq = 0;
+  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) == 0) {
+    out->last_seq = meta_u64(s, t, "seq");
+    mdb_txn_abort(t);
+  }
+  return 0;
+}
+
+/* ---- write side ---- */
+int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out) {
+  return merr(mdb_txn_begin(s->env, parent, 0, out));
+}
+
+int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num) {
+  MDB_val k = MV(name, strlen(name)), v;
+  int rc = mdb_get(t, s->dbi[DB_TENANTS], &k, &v);
+  if (rc == 0 && v.mv_size == 4) {
+    *num = rd32(v.mv_data);
+    return 0;
+  }
+  if (rc != MDB_NOTFOUND) return merr(rc ? rc : EINVAL);
+  uint64_t n = meta_u64(s, t, "next_tenant") + 1;
+  unsigned char b[4];
+  be32(b, (uint32_t)n);
+  v = MV(b, 4);
+  if ((rc = mdb_put(t, s->dbi[DB_TENANTS], &k, &v, 0))) return merr(rc);
+  *num = (uint32_t)n;
+  return meta_put_u64(s, t, "next_tenant", n);
+}
+
+static size_t app_key(unsigned char *k, uint32_t tenant, const char *appid) {
+  size_t n = strlen(appid);
+  be32(k, tenant);
+  memcpy(k + 4, appid, n);
+  return 4 + n;
+}
+
+int hd__store_w_app(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid, int create,
+                    uint32_t *app_num) {
+  unsigned char kb[4 + HD_STORE_MAX_ID];
+  if (strlen(appid) > HD_STORE_MAX_ID || !*appid) return HD_EINVAL;
+  MDB_val k = MV(kb, app_key(kb, tenant, appid)), v;
+  int rc = mdb_get(t, s->dbi[DB_APPS], &k, &v);
+  if (rc == 0) {
+    *app_num = rd32(v.mv_data);
+    return 0;
+  }
+  if (rc != MDB_NOTFOUND) return merr(rc);
+  if (!create) return HD_ENOTFOUND;
+  uint64_t n = meta_u64(s, t, "next_app") + 1;
+  if (n > UINT32_MAX) return HD_EFULL;
+  unsigned char nb[4];
+  be32(nb, (uint32_t)n);
+  v = MV(nb, 4);
+  if ((rc = mdb_put(t, s->dbi[DB_APPS], &k, &v, 0))) return merr(rc);
+  MDB_val nk = MV(nb, 4), nv = k; /* app_num -> tenant(4) appid: the same bytes as the key */
+  if ((rc = mdb_put(t, s->dbi[DB_APP_NAMES], &nk, &nv, 0))) return merr(rc);
+  *app_num = (uint32_t)n;
+  return meta_put_u64(s, t, "next_app", n);
+}
+
+static int msg_decode(uint64_t seq, const MDB_val *v, hd_store_msg *m) {
+  const unsigned char *b = v->mv_data;
+  if (v->mv_size < MSG_HDR || b[0] != 1) return HD_EIO;
+  size_t clen = (size_t)b[2] << 8 | b[3];
+  if (MSG_HDR + clen > v->mv_size) return HD_EIO;
+  m->seq = seq;
+  m->app_num = rd32(b + 4);
+  m->created_ms = (int64_t)rd64(b + 8);
+  m->expires_ms = (int64_t)rd64(b + 16);
+  m->dev_num = rd64(b + 24);
+  m->collapse = (const char *)b + MSG_HDR;
+  m->collapse_len = clen;
+  m->data = b + MSG_HDR + clen;
+  m->data_len = v->mv_size - MSG_HDR - clen;
+  return 0;
+}
+
+/* The key of a message in DB_LOG (broadcast) or DB_DIRECT (one device). */
+static MDB_dbi msg_key(hd_store *s, uint32_t app_num, uint64_t dev_num, uint64_t seq,
+                       unsigned char *k, MDB_val *kv) {
+  if (dev_num) {
+    be64(k, dev_num);
+    be64(k + 8, seq);
+    *kv = MV(k, 16);
+    return s->dbi[DB_DIRECT];
+  }
+  be32(k, app_num);
+  be64(k + 4, seq);
+  *kv = MV(k, 12);
+  return s->dbi[DB_LOG];
+}
+
+static size_t collapse_key(unsigned char *k, uint32_t app_num, uint64_t dev_num, const char *c,
+                           size_t clen) {
+  be32(k, app_num);
+  be64(k + 4, dev_num);
+  memcpy(k + 12, c, clen);
+  return 12 + clen;
+}
+
+static void expiry_key(unsigned char *k, int64_t expires_ms, uint64_t seq) {
+  be64(k, (uint64_t)expires_ms);
+  be64(k + 8, seq);
+}
+
+/* Remove a stored message and the index rows that point at it. HD_ENOTFOUND if gone. */
+static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num, uint64_t seq) {
+  unsigned char kb[16], eb[16], cb[12 + HD_STORE_MAX_COLLAPSE];
+  MDB_val k, v;
+  MDB_dbi dbi = msg_key(s, app_num, dev_num, seq, kb, &k);
+  int rc = mdb_get(t, dbi, &k, &v);
+  if (rc) return merr(rc);
+  hd_store_msg m;
+  if ((rc = msg_decode(seq, &v, &m))) return rc;
+  expiry_key(eb, m.expires_ms, seq);
+  MDB_val ek = MV(eb, 16);
+  rc = mdb_del(t, s->dbi[DB_EXPIRY], &ek, NULL);
+  if (rc && rc != MDB_NOTFOUND) return merr(rc);
+  if (m.collapse_len) {
+    MDB_val ck = MV(cb, collapse_key(cb, m.app_num, m.dev_num, m.collapse, m.collapse_len)), cv;
+    /* Only drop the collapse row if it still names this message, not a newer one. */
+    if (mdb_get(t, s->dbi[DB_COLLAPSE], &ck, &cv) == 0 && cv.mv_size == 8 &&
+        rd64(cv.mv_data) == seq) {
+      if ((rc = mdb_del(t, s->dbi[DB_COLLAPSE], &ck, NULL))) return merr(rc);
+    }
+  }
+  return merr(mdb_del(t, dbi, &k, NULL));
+}
+
+int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t *seq,
+                        uint64_t *replaced) {
+  int rc;
+  if (p->collapse_len > HD_STORE_MAX_COLLAPSE) return HD_EINVAL;
+  uint64_t n = meta_u64(s, t, "seq") + 1;
+  *replaced = 0;
+  if (p->collapse_len) {
+    unsigned char cb[12 + HD_STORE_MAX_COLLAPSE], sb[8];
+    MDB_val ck = MV(cb, collapse_key(cb, p->app_num, p->dev_num, p->collapse, p->collapse_len));
+    MDB_val cv;
+    rc = mdb_get(t, s->dbi[DB_COLLAPSE], &ck, &cv);
+    if (rc == 0 && cv.mv_size == 8) {
+      uint64_t old = rd64(cv.mv_data);
+      rc = msg_delete(s, t, p->app_num, p->dev_num, old);
+      if (rc == 0) *replaced = old;
+      else if (rc != HD_ENOTFOUND) return rc;
+    } else if (rc && rc != MDB_NOTFOUND) {
+      return merr(rc);
+    }
+    be64(sb, n);
+    cv = MV(sb, 8);
+    if ((rc = mdb_put(t, s->dbi[DB_COLLAPSE], &ck, &cv, 0))) return merr(rc);
+  }
+  unsigned char kb[16], eb[16];
+  MDB_val k, v;
+  MDB_dbi dbi = msg_key(s, p->app_num, p->dev_num, n, kb, &k);
+  v.mv_size = MSG_HDR + p->collapse_len + p->data_len;
+  /* MDB_RESERVE: LMDB hands us the page space and we write the record in place, one copy. */
+  if ((rc = mdb_put(t, dbi, &k, &v, MDB_RESERVE))) return merr(rc);
+  unsigned char *b = v.mv_data;
+  b[0] = 1;
+  b[1] = p->dev_num ? 1 : 0;
+  b[2] = (unsigned char)(p->collapse_len >> 8);
+  b[3] = (unsigned char)p->collapse_len;
+  be32(b + 4, p->app_num);
+  be64(b + 8, (uint64_t)p->now_ms);
+  be64(b + 16, (uint64_t)p->expires_ms);
+  be64(b + 24, p->dev_num);
+  if (p->collapse_len) memcpy(b + MSG_HDR, p->collapse, p->collapse_len);
+  if (p->data_len) memcpy(b + MSG_HDR + p->collapse_len, p->data, p->data_len);
+  unsigned char lb[12];
+  expiry_key(eb, p->expires_ms, n);
+  be32(lb, p->app_num);
+  be64(lb + 4, p->dev_num);
+  MDB_val ek = MV(eb, 16), ev = MV(lb, 12); /* where the message lives, for the sweeper */
+  if ((rc = mdb_put(t, s->dbi[DB_EXPIRY], &ek, &ev, 0))) return merr(rc);
+  if ((rc = meta_put_u64(s, t, "seq", n))) return rc;
+  *seq = n;
+  return 0;
+}
+
+static size_t device_key(unsigned char *k, uint32_t tenant, const char *id) {
+  size_t n = strlen(id);
+  be32(k, tenant);
+  memcpy(k + 4, id, n);
+  return 4 + n;
+}
+
+static int device_get(hd_store *s, MDB_txn *t, uint32_t tenant, const char *id,
+                      hd_store_device *out) {
+  unsigned char kb[4 + HD_STORE_MAX_ID];
+  if (strlen(id) > HD_STORE_MAX_ID || !*id) return HD_EINVAL;
+  MDB_val k = MV(kb, device_key(kb, tenant, id)), v;
+  int rc = mdb_get(t, s->dbi[DB_DEVICES], &k, &v);
+  if (rc) return merr(rc);
+  if (v.mv_size < 20) return HD_EIO;
+  out->tenant_num = tenant;
+  out->dev_num = rd64(v.mv_data);
+  out->gen = rd32((const unsigned char *)v.mv_data + 8);
+  out->created_ms = (int64_t)rd64((const unsigned char *)v.mv_data + 12);
+  return 0;
+}
+
+int hd__store_w_device(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
+                       hd_store_device *out) {
+  return device_get(s, t, tenant, device_id, out);
+}
+
+int hd__store_w_device_create(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
+                              int64_t now_ms, hd_store_device *out) {
+  unsigned char kb[4 + HD_STORE_MAX_ID], vb[20], nb[8];
+  if (strlen(device_id) > HD_STORE_MAX_ID || !*device_id) return HD_EINVAL;
+  uint64_t n = meta_u64(s, t, "next_dev") + 1;
+  be64(vb, n);
+  be32(vb + 8, 1);
+  be64(vb + 12, (uint64_t)now_ms);
+  MDB_val k = MV(kb, device_key(kb, tenant, device_id)), v = MV(vb, 20);
+  int rc = mdb_put(t, s->dbi[DB_DEVICES], &k, &v, MDB_NOOVERWRITE);
+  if (rc) return merr(rc);
+  be64(nb, n);
+  MDB_val nk = MV(nb, 8);
+  if ((rc = mdb_put(t, s->dbi[DB_DEV_NAMES], &nk, &k, 0))) return merr(rc);
+  if ((rc = meta_put_u64(s, t, "next_dev", n))) return rc;
+  out->tenant_num = tenant;
+  out->dev_num = n;
+  out->gen = 1;
+  out->created_ms = now_ms;
+  return 0;
+}
+
+static void reg_key(unsigned char *k, uint64_t dev_num, uint32_t app_num) {
+  be64(k, dev_num);
+  be32(k + 8, app_num);
+}
+
+int hd__store_w_is_registered(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num) {
+  unsigned char kb[12];
+  reg_key(kb, dev_num, app_num);
+  MDB_val k = MV(kb, 12), v;
+  return merr(mdb_get(t, s->dbi[DB_REGS], &k, &v));
+}
+
+/* Registrations of one device, read through whichever txn is given. */
+static int regs_list(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *regs, size_t max,
+                     size_t *n) {
+  MDB_cursor *c;
+  unsigned char kb[12];
+  int rc = mdb_cursor_open(t, s->dbi[DB_REGS], &c);
+  if (rc) return merr(rc);
+  reg_key(kb, dev_num, 0);
+  MDB_val k = MV(kb, 12), v;
+  *n = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 12 || rd64(k.mv_data) != dev_num) break;
+    if (*n == max) {
+      mdb_cursor_close(c);
+      return HD_ETOOBIG;
+    }
+    regs[*n].app_num = rd32((const unsigned char *)k.mv_data + 8);
+    regs[*n].floor = v.mv_size == 8 ? rd64(v.mv_data) : 0;
+    (*n)++;
+  }
+  mdb_cursor_close(c);
+  return rc && rc != MDB_NOTFOUND ? merr(rc) : 0;
+}
+
+int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num) {
+  int rc = hd__store_w_is_registered(s, t, dev_num, app_num);
+  if (rc != HD_ENOTFOUND) return rc; /* 0: already registered */
+  hd_store_reg regs[HD_STORE_MAX_REGS];
+  size_t n;
+  if ((rc = regs_list(s, t, dev_num, regs, HD_STORE_MAX_REGS, &n))) return rc;
+  if (n >= HD_STORE_MAX_REGS) return HD_ETOOBIG;
+  unsigned char kb[12], fb[8], ab[12];
+  reg_key(kb, dev_num, app_num);
+  be64(fb, meta_u64(s, t, "seq"));
+  MDB_val k = MV(kb, 12), v = MV(fb, 8);
+  if ((rc = mdb_put(t, s->dbi[DB_REGS], &k, &v, 0))) return merr(rc);
+  be32(ab, app_num);
+  be64(ab + 4, dev_num);
+  MDB_val ak = MV(ab, 12), av = MV("", 0);
+  return merr(mdb_put(t, s->dbi[DB_APP_DEVS], &ak, &av, 0));
+}
+
+static void dseq_key(unsigned char *k, uint64_t dev_num, uint64_t seq) {
+  be64(k, dev_num);
+  be64(k + 8, seq);
+}
+
+/* Raise the device's floor for one app over every message that is acked or expired, deleting
+ * the ack rows it passes: the acks table only ever holds acks above the floor. */
+static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *r,
+                         int64_t now_ms) {
+  MDB_cursor *c;
+  unsigned char kb[12], ab[16];
+  int rc = mdb_cursor_open(t, s->dbi[DB_LOG], &c);
+  if (rc) return merr(rc);
+  uint64_t floor = r->floor;
+  be32(kb, r->app_num);
+  be64(kb + 4, floor + 1);
+  MDB_val k = MV(kb, 12), v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 12 || rd32(k.mv_data) != r->app_num) break;
+    uint64_t seq = rd64((const unsigned char *)k.mv_data + 4);
+    hd_store_msg m;
+    if (msg_decode(seq, &v, &m)) break;
+    dseq_key(ab, dev_num, seq);
+    MDB_val akey = MV(ab, 16);
+    int arc = mdb_del(t, s->dbi[DB_ACKS], &akey, NULL);
+    if (arc == MDB_NOTFOUND) {
+      if (m.expires_ms > now_ms) break; /* first message still pending: the floor stops */
+    } else if (arc) {
+      rc = arc;
+      break;
+    }
+    floor = seq;
+  }
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return merr(rc);
+  if (floor == r->floor) return 0;
+  r->floor = floor;
+  unsigned char rk[12], fb[8];
+  reg_key(rk, dev_num, r->app_num);
+  be64(fb, floor);
+  MDB_val rkey = MV(rk, 12), fv = MV(fb, 8);
+  return merr(mdb_put(t, s->dbi[DB_REGS], &rkey, &fv, 0));
+}
+
+int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *ids, size_t n,
+                    int64_t now_ms, size_t *acked) {
+  hd_store_reg regs[HD_STORE_MAX_REGS];
+  unsigned char dirty[HD_STORE_MAX_REGS] = {0};
+  size_t nregs;
+  int rc = regs_list(s, t, dev_num, regs, HD_STORE_MAX_REGS, &nregs);
+  if (rc) return rc;
+  *acked = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t seq = ids[i];
+    rc = msg_delete(s, t, 0, dev_num, seq); /* a message sent to this device alone */
+    if (rc == 0) {
+      (*acked)++;
+      continue;
+    }
+    if (rc != HD_ENOTFOUND) return rc;
+    for (size_t r = 0; r < nregs; r++) {
+      if (seq <= regs[r].floor) continue;
+      unsigned char kb[12], ab[16];
+      MDB_val k, v;
+      msg_key(s, regs[r].app_num, 0, seq, kb, &k);
+      rc = mdb_get(t, s->dbi[DB_LOG], &k, &v);
+      if (rc == MDB_NOTFOUND) continue;
+      if (rc) return merr(rc);
+      dseq_key(ab, dev_num, seq);
+      MDB_val akey = MV(ab, 16), aval = MV("", 0);
+      rc = mdb_put(t, s->dbi[DB_ACKS], &akey, &aval, MDB_NOOVERWRITE);
+      if (rc == 0) {
+        (*acked)++;
+        dirty[r] = 1;
+      } else if (rc != MDB_KEYEXIST) {
+        return merr(rc);
+      }
+      break;
+    }
+  }
+  for (size_t r = 0; r < nregs; r++)
+    if (dirty[r] && (rc = floor_advance(s, t, dev_num, &regs[r], now_ms))) return rc;
+  return 0;
+}
+
+int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(t, s->dbi[DB_EXPIRY], &c);
+  *deleted = 0;
+  if (rc) return merr(rc);
+  MDB_val k, v;
+  /* Collect first, delete after: msg_delete removes the expiry row under the cursor. */
+  struct { uint64_t seq; uint32_t app; uint64_t dev; } due[256];
+  size_t n = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < 256 && n < max;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 16 || (int64_t)rd64(k.mv_data) > now_ms) break;
+    if (v.mv_size != 12) continue;
+    due[n].seq = rd64((const unsigned char *)k.mv_data + 8);
+    due[n].app = rd32(v.mv_data);
+    due[n].dev = rd64((const unsigned char *)v.mv_data + 4);
+    n++;
+  }
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return merr(rc);
+  for (size_t i = 0; i < n; i++) {
+    rc = msg_delete(s, t, due[i].app, due[i].dev, due[i].seq);
+    if (rc == 0) (*deleted)++;
+    else if (rc != HD_ENOTFOUND) return rc;
+  }
+  return 0;
+}
+
+/* ---- read side ---- */
+int hd__store_rbegin(hd_store *s, MDB_txn **out) {
+  int rc;
+  if (s->rtxn_live) { /* nested use on the loop thread: share the open snapshot */
+    *out = s->rtxn;
+    s->rtxn_live++;
+    return 0;
+  }
+  if (s->rtxn) rc = mdb_txn_renew(s->rtxn);
+  else rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn);
+  if (rc) return merr(rc);
+  s->rtxn_live = 1;
+  *out = s->rtxn;
+  return 0;
+}
+
+void hd__store_rend(hd_store *s, MDB_txn *t) {
+  (void)t;
+  if (--s->rtxn_live == 0) mdb_txn_reset(s->rtxn);
+}
+
+int hd__store_r_device(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
+                       hd_store_device *out) {
+  return device_get(s, t, tenant, device_id, out);
+}
+
+int hd__store_r_regs(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *regs, size_t max,
+                     size_t *n) {
+  return regs_list(s, t, dev_num, regs, max, n);
+}
+
+int hd__store_r_app_name(hd_store *s, MDB_txn *t, uint32_t app_num, uint32_t *tenant, char *buf,
+                         size_t buflen) {
+  unsigned char kb[4];
+  be32(kb, app_num);
+  MDB_val k = MV(kb, 4), v;
+  int rc = mdb_get(t, s->dbi[DB_APP_NAMES], &k, &v);
+  if (rc) return merr(rc);
+  if (v.mv_size < 5 || v.mv_size - 4 >= buflen) return HD_EIO;
+  *tenant = rd32(v.mv_data);
+  memcpy(buf, (const char *)v.mv_data + 4, v.mv_size - 4);
+  buf[v.mv_size - 4] = 0;
+  return 0;
+}
+
+int hd__store_r_app_devices(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t *count) {
+  MDB_cursor *c;
+  unsigned char kb[12];
+  int rc = mdb_cursor_open(t, s->dbi[DB_APP_DEVS], &c);
+  if (rc) return merr(rc);
+  be32(kb, app_num);
+  be64(kb + 4, 0);
+  MDB_val k = MV(kb, 12), v;
+  *count = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 12 || rd32(k.mv_data) != app_num) break;
+    (*count)++;
+  }
+  mdb_cursor_close(c);
+  return rc && rc != MDB_NOTFOUND ? merr(rc) : 0;
+}
+
+/* One source of a device's messages: an app log (from the device's floor) or its own direct
+ * log. pending_merge() walks all sources in id order like a k-way merge. */
+typedef struct src {
+  MDB_cursor *c;
+  uint32_t app_num; /* 0: the direct log */
+  int valid;
+  hd_store_msg m;
+} src;
+
+static int src_settle(hd_store *s, MDB_txn *t, src *x, uint64_t dev_num, int64_t now_ms, int rc,
+                      MDB_val *k, MDB_val *v) {
+  for (; rc == 0; rc = mdb_cursor_get(x->c, k, v, MDB_NEXT)) {
+    uint64_t seq;
+    if (x->app_num) {
+      if (k->mv_size != 12 || rd32(k->mv_data) != x->app_num) break;
+      seq = rd64((const unsigned char *)k->mv_data + 4);
+    } else {
+      if (k->mv_size != 16 || rd64(k->mv_data) != dev_num) break;
+      seq = rd64((const unsigned char *)k->mv_data + 8);
+    }
+    if (msg_decode(seq, v, &x->m)) continue;
+    if (x->m.expires_ms <= now_ms) continue;
+    if (x->app_num) {
+      unsigned char ab[16];
+      MDB_val akey = MV(ab, 16), av;
+      dseq_key(ab, dev_num, seq);
+      int arc = mdb_get(t, s->dbi[DB_ACKS], &akey, &av);
+      if (arc == 0) continue;
+      if (arc != MDB_NOTFOUND) return merr(arc);
+    }
+    x->valid = 1;
+    return 0;
+  }
+  x->valid = 0;
+  return rc && rc != MDB_NOTFOUND ? merr(rc) : 0;
+}
+
+int hd__store_r_pending(hd_store *s, MDB_txn *t, uint64_t dev_num, uint64_t after, size_t max,
+                        int64_t now_ms, hd_store_msg_cb cb, void *ud) {
+  hd_store_reg regs[HD_STORE_MAX_REGS];
+  src srcs[HD_STORE_MAX_REGS + 1];
+  size_t nregs, ns = 0;
+  int rc = regs_list(s, t, dev_num, regs, HD_STORE_MAX_REGS, &nregs);
+  if (rc) return rc;
+  for (size_t i = 0; i <= nregs; i++) {
+    src *x = &srcs[ns];
+    unsigned char kb[16];
+    MDB_val k, v;
+    memset(x, 0, sizeof *x);
+    if (i < nregs) {
+      x->app_num = regs[i].app_num;
+      uint64_t from = (after > regs[i].floor ? after : regs[i].floor) + 1;
+      be32(kb, x->app_num);
+      be64(kb + 4, from);
+      k = MV(kb, 12);
+      rc = mdb_cursor_open(t, s->dbi[DB_LOG], &x->c);
+    } else {
+      dseq_key(kb, dev_num, after + 1);
+      k = MV(kb, 16);
+      rc = mdb_cursor_open(t, s->dbi[DB_DIRECT], &x->c);
+    }
+    if (rc) {
+      rc = merr(rc);
+      goto out;
+    }
+    ns++;
+    rc = src_settle(s, t, x, dev_num, now_ms, mdb_cursor_get(x->c, &k, &v, MDB_SET_RANGE), &k, &v);
+    if (rc) goto out;
+  }
+  for (size_t sent = 0; sent < max; sent++) {
+    src *best = NULL;
+    for (size_t i = 0; i < ns; i++)
+      if (srcs[i].valid && (!best || srcs[i].m.seq < best->m.seq)) best = &srcs[i];
+    if (!best) break;
+    if ((rc = cb(ud, &best->m))) goto out;
+    MDB_val k, v;
+    rc = src_settle(s, t, best, dev_num, now_ms, mdb_cursor_get(best->c, &k, &v, MDB_NEXT), &k,
+                    &v);
+    if (rc) goto out;
+  }
+  rc = 0;
+out:
+  for (size_t i = 0; i < ns; i++) mdb_cursor_close(srcs[i].c);
+  return rc;
+}

@@ -1,0 +1,288 @@
+/* tenant.c — tenants, their secrets on disk, and device tokens (see tenant.h). */
+#include "tenant.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "herald/error.h"
+#include "log.h"
+#include "writer.h"
+
+static void b64url(const unsigned char *in, size_t n, char *out) {
+  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  size_t o = 0, i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = tbl[v >> 18 & 63];
+    out[o++] = tbl[v >> 12 & 63];
+    out[o++] = tbl[v >> 6 & 63];
+    out[o++] = tbl[v & 63];
+  }
+  if (n - i == 1) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    out[o++] = tbl[v >> 18 & 63];
+    out[o++] = tbl[v >> 12 & 63];
+  } else if (n - i == 2) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+    out[o++] = tbl[v >> 18 & 63];
+    out[o++] = tbl[v >> 12 & 63];
+    out[o++] = tbl[v >> 6 & 63];
+  }
+  out[o] = 0;
+}
+
+int hd__random_id(char *out, size_t outlen, size_t nbytes) {
+  unsigned char buf[64];
+  if (nbytes > sizeof buf || outlen < (nbytes * 4 + 2) / 3 + 1) return HD_EINVAL;
+  if (RAND_bytes(buf, (int)nbytes) != 1) return HD_EIO;
+  b64url(buf, nbytes, out);
+  return 0;
+}
+
+int hd__valid_id(const char *s) {
+  size_t n = 0;
+  for (; s[n]; n++) {
+    char c = s[n];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '.' || c == '_' || c == '-' || c == ':'))
+      return 0;
+  }
+  return n >= 1 && n <= HD_STORE_MAX_ID;
+}
+
+static int mkdirs(const char *path) {
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return HD_EINVAL;
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return HD_EIO;
+    *p = '/';
+  }
+  if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return HD_EIO;
+  return 0;
+}
+
+/* Read a small secret file; HD_ENOTFOUND if absent. */
+static int read_secret(const char *path, char *buf, size_t buflen, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return errno == ENOENT ? HD_ENOTFOUND : HD_EIO;
+  size_t n = fread(buf, 1, buflen - 1, f);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return HD_EIO;
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) n--;
+  buf[n] = 0;
+  *len = n;
+  return 0;
+}
+
+/* Write a secret with mode 0600 from the start (never readable by others, not even briefly),
+ * fsync'd, then renamed into place so a crash leaves either nothing or the whole file. */
+static int write_secret(const char *path, const void *data, size_t len) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return HD_EIO;
+  ssize_t w = write(fd, data, len);
+  int ok = w == (ssize_t)len && fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return HD_EIO;
+  }
+  return 0;
+}
+
+static char **copy_list(char **src, size_t n) {
+  char **v = calloc(n ? n : 1, sizeof *v);
+  if (!v) return NULL;
+  for (size_t i = 0; i < n; i++) v[i] = strdup(src[i]);
+  return v;
+}
+
+static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir,
+                    hd_store *store, char *err, size_t errlen) {
+  char dir[4096], path[4200], buf[512];
+  size_t len;
+  int rc;
+  t->name = strdup(tc->name);
+  t->any_app = tc->napps == 1 && strcmp(tc->apps[0], "*") == 0;
+  t->apps = copy_list(tc->apps, tc->napps);
+  t->napps = tc->napps;
+  t->self_any = tc->nself_register == 1 && strcmp(tc->self_register[0], "*") == 0;
+  t->self_register = copy_list(tc->self_register, tc->nself_register);
+  t->nself = tc->nself_register;
+  if (tc->self_register_per_min > 0)
+    t->self_limit = hd__ratelimit_new((double)tc->self_register_per_min,
+                                      (double)tc->self_register_per_min, 4096);
+  if (!t->name || !t->apps || !t->self_register) return HD_ENOMEM;
+
+  snprintf(dir, sizeof dir, "%s/tenants/%s", data_dir, tc->name);
+  if ((rc = mkdirs(dir))) {
+    snprintf(err, errlen, "tenant %s: cannot create %s", tc->name, dir);
+    return rc;
+  }
+  /* Publish key: the config's, else the one kept on disk, else a new one. */
+  snprintf(path, sizeof path, "%s/publish.key", dir);
+  if (tc->publish_key) {
+    snprintf(t->publish_key, sizeof t->publish_key, "%s", tc->publish_key);
+  } else if ((rc = read_secret(path, buf, sizeof t->publish_key, &len)) == 0 && len >= 32) {
+    memcpy(t->publish_key, buf, len + 1);
+  } else {
+    if ((rc = hd__random_id(t->publish_key, sizeof t->publish_key, 32))) return rc;
+    if ((rc = write_secret(path, t->publish_key, strlen(t->publish_key)))) {
+      snprintf(err, errlen, "tenant %s: cannot write %s", tc->name, path);
+      return rc;
+    }
+    /* The one time the key is shown: operators copy it from here or read the file. */
+    hd__log(HD_LOG_WARN, "publish_key_generated", "tenant=%s key=%s file=%s", tc->name,
+            t->publish_key, path);
+  }
+  /* Device-token secret: never configured, never shown. */
+  snprintf(path, sizeof path, "%s/device.secret", dir);
+  rc = read_secret(path, buf, sizeof buf, &len);
+  if (rc == 0 && len == 64) {
+    for (size_t i = 0; i < 32; i++) {
+      unsigned v;
+      if (sscanf(buf + 2 * i, "%2x", &v) != 1) return HD_EIO;
+      t->device_secret[i] = (unsigned char)v;
+    }
+  } else {
+    if (RAND_bytes(t->device_secret, 32) != 1) return HD_EIO;
+    for (size_t i = 0; i < 32; i++) snprintf(buf + 2 * i, 3, "%02x", t->device_secret[i]);
+    if ((rc = write_secret(path, buf, 64))) {
+      snprintf(err, errlen, "tenant %s: cannot write %s", tc->name, path);
+      return rc;
+    }
+  }
+  hd_op op = {.kind = HD_OP_TENANT};
+  op.u.tenant.name = tc->name;
+  op.u.tenant.apps = (const char *const *)tc->apps;
+  op.u.tenant.napps = tc->napps;
+  if ((rc = hd__writer_run_now(store, &op))) {
+    snprintf(err, errlen, "tenant %s: store: %s", tc->name, hd_strerror(rc));
+    return rc;
+  }
+  t->num = op.u.tenant.tenant_num;
+  return 0;
+}
+
+int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char *err,
+                     size_t errlen) {
+  ts->v = calloc(cfg->ntenants, sizeof *ts->v);
+  ts->n = 0;
+  if (!ts->v) return HD_ENOMEM;
+  for (size_t i = 0; i < cfg->ntenants; i++) {
+    int rc = load_one(&ts->v[i], &cfg->tenants[i], cfg->data_dir, store, err, errlen);
+    ts->n++;
+    if (rc) {
+      if (!*err) snprintf(err, errlen, "tenant %s: %s", cfg->tenants[i].name, hd_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+void hd__tenants_free(hd_tenants *ts) {
+  for (size_t i = 0; i < ts->n; i++) {
+    hd_tenant *t = &ts->v[i];
+    free(t->name);
+    for (size_t j = 0; t->apps && j < t->napps; j++) free(t->apps[j]);
+    free(t->apps);
+    for (size_t j = 0; t->self_register && j < t->nself; j++) free(t->self_register[j]);
+    free(t->self_register);
+    hd__ratelimit_free(t->self_limit);
+    OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
+    OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
+  }
+  free(ts->v);
+  ts->v = NULL;
+  ts->n = 0;
+}
+
+hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name) {
+  for (size_t i = 0; i < ts->n; i++)
+    if (strcmp(ts->v[i].name, name) == 0) return &ts->v[i];
+  return NULL;
+}
+
+hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key) {
+  size_t kl = strlen(key);
+  hd_tenant *found = NULL;
+  /* Compare against every tenant, always in full, so timing tells nothing about the keys. */
+  for (size_t i = 0; i < ts->n; i++) {
+    size_t tl = strlen(ts->v[i].publish_key);
+    if (tl == kl && CRYPTO_memcmp(ts->v[i].publish_key, key, kl) == 0) found = &ts->v[i];
+  }
+  return found;
+}
+
+static int in_list(char **v, size_t n, const char *s) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i], s) == 0) return 1;
+  return 0;
+}
+
+int hd__tenant_has_app(const hd_tenant *t, const char *appid) {
+  return hd__valid_id(appid) && (t->any_app || in_list(t->apps, t->napps, appid));
+}
+
+int hd__tenant_self_register(const hd_tenant *t, const char *appid) {
+  if (!hd__tenant_has_app(t, appid)) return 0;
+  return t->self_any || in_list(t->self_register, t->nself, appid);
+}
+
+static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, char *out) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int maclen = 0;
+  char msg[512];
+  int n = snprintf(msg, sizeof msg, "herald-device-v1%c%s%c%s%c%u", 0, t->name, 0, device_id, 0,
+                   gen);
+  if (n < 0 || n >= (int)sizeof msg) return HD_EINVAL;
+  if (!HMAC(EVP_sha256(), t->device_secret, sizeof t->device_secret, (unsigned char *)msg,
+            (size_t)n, mac, &maclen))
+    return HD_EIO;
+  b64url(mac, maclen, out);
+  return 0;
+}
+
+int hd__token_mint(const hd_tenant *t, const char *device_id, uint32_t gen, char *out,
+                   size_t outlen) {
+  char mac[64];
+  int rc = token_mac(t, device_id, gen, mac);
+  if (rc) return rc;
+  if (snprintf(out, outlen, "%s.%u.%s", t->name, gen, mac) >= (int)outlen) return HD_EINVAL;
+  return 0;
+}
+
+int hd__token_verify(const hd_tenants *ts, const char *device_id, const char *token,
+                     hd_tenant **tenant, uint32_t *gen) {
+  char name[80], expect[64];
+  const char *dot1 = token ? strchr(token, '.') : NULL;
+  if (!dot1 || (size_t)(dot1 - token) >= sizeof name || !hd__valid_id(device_id))
+    return HD_EAUTH;
+  memcpy(name, token, (size_t)(dot1 - token));
+  name[dot1 - token] = 0;
+  char *end;
+  errno = 0;
+  unsigned long g = strtoul(dot1 + 1, &end, 10);
+  if (errno || end == dot1 + 1 || *end != '.' || g == 0 || g > UINT32_MAX) return HD_EAUTH;
+  hd_tenant *t = hd__tenant_by_name(ts, name);
+  if (!t || token_mac(t, device_id, (uint32_t)g, expect)) return HD_EAUTH;
+  const char *mac = end + 1;
+  size_t el = strlen(expect);
+  if (strlen(mac) != el || CRYPTO_memcmp(mac, expect, el) != 0) return HD_EAUTH;
+  *tenant = t;
+  *gen = (uint32_t)g;
+  return 0;
+}

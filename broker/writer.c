@@ -1,0 +1,314 @@
+/* writer.c — the group-commit thread behind writer.h. */
+#include "writer.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "herald/error.h"
+
+struct hd_writer {
+  uv_loop_t *loop;
+  hd_store *store;
+  size_t max_batch;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  hd_op *in_head, *in_tail;     /* submitted, not yet taken */
+  hd_op *out_head, *out_tail;   /* committed, waiting for the loop */
+  size_t queued;
+  int stopping;
+  int thread_started;
+  uv_async_t async;
+  hd_writer_stats stats;        /* guarded by mu */
+};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* 1 if the error leaves the LMDB transaction unusable. */
+static int poisons(int status) {
+  return status == HD_EFULL || status == HD_EIO || status == HD_ENOMEM || status == HD_EAGAIN;
+}
+
+static int apply_publish(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
+  int rc = hd__store_w_app(s, t, op->u.pub.tenant_num, op->u.pub.appid, op->u.pub.create_app,
+                           &op->u.pub.app_num);
+  if (rc) {
+    op->reason = rc == HD_ENOTFOUND ? "no such app" : NULL;
+    return rc;
+  }
+  op->u.pub.dev_num = 0;
+  if (op->u.pub.to) {
+    hd_store_device d;
+    /* A message to a device that is not registered for the app could never be fetched. */
+    if ((rc = hd__store_w_device(s, t, op->u.pub.tenant_num, op->u.pub.to, &d)) == 0)
+      rc = hd__store_w_is_registered(s, t, d.dev_num, op->u.pub.app_num);
+    if (rc) {
+      op->reason = rc == HD_ENOTFOUND ? "no such device registered for this app" : NULL;
+      return rc;
+    }
+    op->u.pub.dev_num = d.dev_num;
+  }
+  hd_store_pub p = {
+      .app_num = op->u.pub.app_num,
+      .dev_num = op->u.pub.dev_num,
+      .now_ms = now,
+      .expires_ms = now + op->u.pub.ttl_s * 1000,
+      .collapse = op->u.pub.collapse,
+      .collapse_len = op->u.pub.collapse_len,
+      .data = op->u.pub.data,
+      .data_len = op->u.pub.data_len,
+  };
+  op->u.pub.created_ms = now;
+  return hd__store_w_publish(s, t, &p, &op->u.pub.seq, &op->u.pub.replaced);
+}
+
+static int apply_register(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
+  int rc = hd__store_w_app(s, t, op->u.reg.tenant_num, op->u.reg.appid, op->u.reg.create_app,
+                           &op->u.reg.app_num);
+  if (rc) {
+    op->reason = rc == HD_ENOTFOUND ? "no such app" : NULL;
+    return rc;
+  }
+  uint32_t tn = op->u.reg.tenant_num;
+  switch (op->u.reg.mode) {
+  case HD_REG_PROVISION:
+    rc = hd__store_w_device(s, t, tn, op->u.reg.device_id, &op->u.reg.dev);
+    if (rc == HD_ENOTFOUND)
+      rc = hd__store_w_device_create(s, t, tn, op->u.reg.device_id, now, &op->u.reg.dev);
+    break;
+  case HD_REG_EXISTING:
+    rc = hd__store_w_device(s, t, tn, op->u.reg.device_id, &op->u.reg.dev);
+    /* A revoked token (older generation) or a device that no longer exists: refused alike. */
+    if (rc == HD_ENOTFOUND || (rc == 0 && op->u.reg.dev.gen != op->u.reg.token_gen)) {
+      op->reason = "wrong publish key or device token";
+      return HD_EAUTH;
+    }
+    break;
+  case HD_REG_NEW:
+    rc = hd__store_w_device_create(s, t, tn, op->u.reg.device_id, now, &op->u.reg.dev);
+    break;
+  default:
+    rc = HD_EINVAL;
+  }
+  if (rc == HD_EEXIST) op->reason = "device id already exists";
+  else if (rc == HD_ENOTFOUND) op->reason = "no such device";
+  if (rc) return rc;
+  rc = hd__store_w_register(s, t, op->u.reg.dev.dev_num, op->u.reg.app_num);
+  if (rc == HD_ETOOBIG) op->reason = "device is registered for too many apps";
+  return rc;
+}
+
+static int apply_tenant(hd_store *s, MDB_txn *t, hd_op *op) {
+  int rc = hd__store_w_tenant(s, t, op->u.tenant.name, &op->u.tenant.tenant_num);
+  for (size_t i = 0; rc == 0 && i < op->u.tenant.napps; i++) {
+    uint32_t app;
+    if (strcmp(op->u.tenant.apps[i], "*") == 0) continue;
+    rc = hd__store_w_app(s, t, op->u.tenant.tenant_num, op->u.tenant.apps[i], 1, &app);
+  }
+  return rc;
+}
+
+static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
+  op->reason = NULL;
+  switch (op->kind) {
+  case HD_OP_PUBLISH: return apply_publish(s, t, op, now);
+  case HD_OP_REGISTER: return apply_register(s, t, op, now);
+  case HD_OP_ACK:
+    return hd__store_w_ack(s, t, op->u.ack.dev_num, op->u.ack.ids, op->u.ack.n, now,
+                           &op->u.ack.acked);
+  case HD_OP_SWEEP: return hd__store_w_sweep(s, t, now, 10000, &op->u.sweep.deleted);
+  case HD_OP_TENANT: return apply_tenant(s, t, op);
+  }
+  return HD_EINVAL;
+}
+
+/* Apply a batch in one transaction; on a poisoning error replay it op by op in nested
+ * transactions. Sets every op's status. Returns 0, or the error that lost the whole batch. */
+static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *replayed) {
+  hd_store *s = w ? w->store : NULL;
+  MDB_txn *t;
+  int64_t now = now_ms();
+  int rc = hd__store_wbegin(s, NULL, &t);
+  *replayed = 0;
+  if (rc) goto fail_all;
+  int poisoned = 0;
+  for (hd_op *op = batch; op; op = op->next) {
+    op->status = apply(s, t, op, now);
+    if (poisons(op->status)) {
+      poisoned = 1;
+      break;
+    }
+  }
+  if (poisoned) {
+    mdb_txn_abort(t);
+    *replayed = 1;
+    if ((rc = hd__store_wbegin(s, NULL, &t))) goto fail_all;
+    for (hd_op *op = batch; op; op = op->next) {
+      MDB_txn *child;
+      if ((rc = hd__store_wbegin(s, t, &child))) {
+        op->status = rc;
+        continue;
+      }
+      op->status = apply(s, child, op, now);
+      if (op->status) mdb_txn_abort(child);
+      else if ((rc = hd_err_from_mdb(mdb_txn_commit(child)))) op->status = rc;
+    }
+  }
+  uint64_t t0 = mono_ns();
+  rc = hd_err_from_mdb(mdb_txn_commit(t));
+  *commit_ns = mono_ns() - t0;
+  if (rc) goto fail_all;
+  return 0;
+fail_all:
+  /* Nothing of this batch is durable: every op fails, none may be acknowledged. */
+  if (!rc) rc = HD_EIO;
+  for (hd_op *op = batch; op; op = op->next) op->status = rc;
+  return rc;
+}
+
+static void *writer_main(void *arg) {
+  hd_writer *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->in_head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
+    if (!w->in_head && w->stopping) break;
+    /* Take up to max_batch ops: everything that queued while the last commit ran. */
+    hd_op *batch = w->in_head, *last = batch;
+    size_t n = 1;
+    while (last->next && n < w->max_batch) {
+      last = last->next;
+      n++;
+    }
+    w->in_head = last->next;
+    if (!w->in_head) w->in_tail = NULL;
+    last->next = NULL;
+    w->queued -= n;
+    pthread_mutex_unlock(&w->mu);
+
+    uint64_t commit_ns = 0;
+    int replayed = 0;
+    int lost = commit_batch(w, batch, &commit_ns, &replayed);
+
+    pthread_mutex_lock(&w->mu);
+    w->stats.commits++;
+    w->stats.ops += n;
+    w->stats.last_batch = n;
+    w->stats.commit_ns_total += commit_ns;
+    w->stats.replays += (uint64_t)replayed;
+    w->stats.failed_commits += lost != 0;
+    if (w->out_tail) w->out_tail->next = batch;
+    else w->out_head = batch;
+    w->out_tail = last;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+    pthread_mutex_lock(&w->mu);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+static void deliver_results(hd_writer *w) {
+  pthread_mutex_lock(&w->mu);
+  hd_op *op = w->out_head;
+  w->out_head = w->out_tail = NULL;
+  pthread_mutex_unlock(&w->mu);
+  while (op) {
+    hd_op *next = op->next;
+    op->next = NULL;
+    if (op->done) op->done(op); /* may free op */
+    op = next;
+  }
+}
+
+static void on_async(uv_async_t *a) { deliver_results(a->data); }
+
+int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, hd_writer **out) {
+  hd_writer *w = calloc(1, sizeof *w);
+  if (!w) return HD_ENOMEM;
+  w->loop = loop;
+  w->store = store;
+  w->max_batch = max_batch ? max_batch : 4096;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  int rc = uv_async_init(loop, &w->async, on_async);
+  if (rc) {
+    free(w);
+    return hd_err_from_uv(rc);
+  }
+  w->async.data = w;
+  if (pthread_create(&w->thread, NULL, writer_main, w)) {
+    uv_close((uv_handle_t *)&w->async, NULL);
+    w->stopping = 1;
+    *out = w; /* the caller frees after the loop closes the handle */
+    return HD_ENOMEM;
+  }
+  w->thread_started = 1;
+  *out = w;
+  return 0;
+}
+
+int hd__writer_submit(hd_writer *w, hd_op *op) {
+  op->next = NULL;
+  op->submitted_ns = mono_ns();
+  pthread_mutex_lock(&w->mu);
+  if (w->stopping) {
+    pthread_mutex_unlock(&w->mu);
+    return HD_ECLOSED;
+  }
+  if (w->in_tail) w->in_tail->next = op;
+  else w->in_head = op;
+  w->in_tail = op;
+  w->queued++;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  return 0;
+}
+
+int hd__writer_run_now(hd_store *store, hd_op *op) {
+  hd_writer tmp = {.store = store};
+  uint64_t ns;
+  int replayed;
+  op->next = NULL;
+  commit_batch(&tmp, op, &ns, &replayed);
+  return op->status;
+}
+
+void hd__writer_stop(hd_writer *w) {
+  pthread_mutex_lock(&w->mu);
+  int was = w->stopping;
+  w->stopping = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  if (was) return;
+  /* Shutdown only: the queue is drained and committed before the thread exits, so joining
+   * here waits for in-flight commits, which is exactly what SIGTERM promises. */
+  if (w->thread_started) pthread_join(w->thread, NULL);
+  deliver_results(w);
+  uv_close((uv_handle_t *)&w->async, NULL);
+}
+
+void hd__writer_free(hd_writer *w) {
+  if (!w) return;
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}
+
+void hd__writer_stats(hd_writer *w, hd_writer_stats *out) {
+  pthread_mutex_lock(&w->mu);
+  *out = w->stats;
+  out->queued = w->queued;
+  pthread_mutex_unlock(&w->mu);
+}

@@ -1,0 +1,123 @@
+/* writer.h — group commit: one thread applies queued write operations to the store, many per
+ * LMDB transaction, commits (fsync) once, and only then hands each operation back to the loop
+ * thread with its result. The loop never waits for the disk.
+ *
+ * Flow: the loop fills an hd_op and calls hd__writer_submit(); the writer thread takes every
+ * queued op (up to max_batch) in one go, applies them in order inside one write transaction and
+ * commits. While it commits, new ops queue up and form the next batch, so the number of fsyncs
+ * per second stays bounded while throughput grows with load. After the commit the ops go back
+ * through a uv_async and each op's done() runs on the loop thread: an acknowledgement is never
+ * sent before the data is durable.
+ *
+ * If any op fails in a way that poisons the transaction (LMDB map full, I/O error), the batch is
+ * aborted and replayed with every op in its own nested transaction, so only the ops that really
+ * do not fit fail (HD_EFULL) and the rest commit.
+ *
+ * Ownership: the caller owns each hd_op and everything it points to; the writer only borrows
+ * it between submit and done(). Strings inside ops must stay valid until done().
+ */
+#ifndef HERALD_WRITER_H
+#define HERALD_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct hd_writer hd_writer;
+typedef struct hd_op hd_op;
+
+enum hd_op_kind {
+  HD_OP_PUBLISH = 1,
+  HD_OP_REGISTER,
+  HD_OP_ACK,
+  HD_OP_SWEEP,
+  HD_OP_TENANT, /* ensure a tenant (and its declared apps) exist */
+};
+
+enum hd_reg_mode {
+  HD_REG_PROVISION = 1, /* publish key: create the device if it does not exist */
+  HD_REG_EXISTING,      /* device token verified: device must exist */
+  HD_REG_NEW,           /* keyless: device id is new; it must not exist yet */
+};
+
+struct hd_op {
+  hd_op *next;                 /* queue link, the writer's */
+  int kind;
+  int status;                  /* result: 0 or HD_E*, set before done() */
+  const char *reason;          /* static text saying why status is not 0, or NULL */
+  void (*done)(hd_op *op);     /* loop thread, after the commit (or failure) */
+  void *ud;
+  uint64_t submitted_ns;       /* for the commit latency metric */
+  union {
+    struct {
+      uint32_t tenant_num;
+      const char *appid;
+      int create_app;          /* tenant allows any app id */
+      const char *to;          /* device id or NULL */
+      int64_t ttl_s;
+      const char *collapse;
+      size_t collapse_len;
+      const void *data;        /* msgpack */
+      size_t data_len;
+      /* results */
+      uint64_t seq;
+      uint64_t replaced;
+      uint32_t app_num;
+      uint64_t dev_num;
+      int64_t created_ms;
+    } pub;
+    struct {
+      uint32_t tenant_num;
+      const char *appid;
+      int create_app;
+      int mode;                /* enum hd_reg_mode */
+      const char *device_id;
+      uint32_t token_gen;      /* HD_REG_EXISTING: the token's generation, must be current */
+      /* results */
+      uint32_t app_num;
+      hd_store_device dev;
+    } reg;
+    struct {
+      uint64_t dev_num;
+      const uint64_t *ids;
+      size_t n;
+      size_t acked;            /* result */
+    } ack;
+    struct {
+      size_t deleted;          /* result */
+    } sweep;
+    struct {
+      const char *name;
+      const char *const *apps; /* declared apps, may be NULL */
+      size_t napps;
+      uint32_t tenant_num;     /* result */
+    } tenant;
+  } u;
+};
+
+typedef struct hd_writer_stats {
+  uint64_t commits;
+  uint64_t ops;
+  uint64_t failed_commits;
+  uint64_t replays;            /* batches replayed op by op after an error */
+  uint64_t commit_ns_total;    /* time spent in mdb_txn_commit */
+  uint64_t last_batch;
+  uint64_t queued;             /* ops waiting now */
+} hd_writer_stats;
+
+/* Start the writer thread. done() callbacks run on `loop`. */
+int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, hd_writer **out);
+/* Queue an op (loop thread). Returns HD_ECLOSED once stopping; done() is then not called. */
+int hd__writer_submit(hd_writer *w, hd_op *op);
+/* Run an op synchronously on the calling thread in its own transaction (start-up only, before
+ * the loop runs). done() is not called. Returns op->status. */
+int hd__writer_run_now(hd_store *store, hd_op *op);
+/* Finish every queued op (their done() still runs), stop the thread, close the async handle.
+ * The loop must run afterwards for the handle to close; hd__writer_free after that. */
+void hd__writer_stop(hd_writer *w);
+void hd__writer_free(hd_writer *w);
+void hd__writer_stats(hd_writer *w, hd_writer_stats *out);
+
+#endif

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Herald needs to build and test, only those missing.
+# Runs as root or through sudo; a no-op when everything is already there.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config clang
+      libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
+      libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
+      curl python3 python3-zmq python3-msgpack lmdb-utils)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,376 @@
+/* longpoll.c — the HTTP long-poll transport: a pull transport built only on the public ABI.
+ *
+ *   GET  /v1/devices/{device}/messages?cursor=C&wait=S&max=N   (Bearer device token)
+ *        -> 200 {"messages": [{"id","app","data","created"[, "to"]}...], "cursor": "..."}
+ *        Answers at once when something is pending after C (no C: everything pending), else
+ *        holds the request up to S seconds (capped by max_wait) and answers the moment a
+ *        message for the device commits, or with an empty list when the time is up.
+ *   POST /v1/devices/{device}/acks {"ids": ["12", 13, ...]}       (Bearer device token)
+ *        -> 200 {"acked": n} after the acks are committed; acked messages never come again.
+ *
+ * Every held poll costs one small struct, one timer and one router watch: no thread, no copy
+ * of any message until it is sent.
+ */
+#include <errno.h>
+#include <herald/transport.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct lp lp;
+
+typedef struct poll_req {
+  lp *t;
+  struct poll_req *prev, *next;
+  hd_http_req *req;
+  hd_device *dev;
+  hd_watch *watch;
+  uint64_t after;
+  size_t max;
+  uv_timer_t timer;
+} poll_req;
+
+struct lp {
+  const hd_host *h;
+  hd_plugin *self;
+  int64_t max_wait_s;
+  int64_t max_batch;
+  poll_req *held;
+  int stopping;
+  hd_metric *m_held, *m_polls, *m_timeouts, *m_acks;
+};
+
+static const char *const lp_keys[] = {"max_wait", "max_batch", NULL};
+
+/* ---- response ---- */
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+} sbuf;
+
+static int sb_put(sbuf *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = (b->len + n + 1) * 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = 0;
+  return 0;
+}
+
+static int sb_str(sbuf *b, const char *s) { return sb_put(b, s, strlen(s)); }
+
+/* Render a batch. App and device ids are restricted to [A-Za-z0-9._:-] by the broker, so they
+ * need no JSON escaping; the payload comes pre-rendered from the host. */
+static void reply_batch(lp *t, hd_http_req *req, const hd_batch *bt) {
+  const hd_host *h = t->h;
+  sbuf b = {0};
+  char num[64];
+  int bad = sb_str(&b, "{\"messages\":[");
+  size_t n = h->batch_count(bt);
+  for (size_t i = 0; i < n && !bad; i++) {
+    const hd_msg *m = h->batch_msg(bt, i);
+    size_t jl;
+    const char *data = h->msg_data_json(m, &jl);
+    if (!data) { /* a payload JSON cannot show (binary): send it as null, not fail the poll */
+      data = "null";
+      jl = 4;
+    }
+    snprintf(num, sizeof num, "%s{\"id\":\"%llu\",\"app\":\"", i ? "," : "",
+             (unsigned long long)h->msg_id(m));
+    bad |= sb_str(&b, num) | sb_str(&b, h->msg_app(m)) | sb_str(&b, "\",\"data\":") |
+           sb_put(&b, data, jl);
+    snprintf(num, sizeof num, ",\"created\":%lld", (long long)h->msg_created_ms(m));
+    bad |= sb_str(&b, num);
+    if (h->msg_to(m)) bad |= sb_str(&b, ",\"to\":\"") | sb_str(&b, h->msg_to(m)) | sb_str(&b, "\"");
+    bad |= sb_str(&b, "}");
+  }
+  snprintf(num, sizeof num, "],\"cursor\":\"%llu\"}", (unsigned long long)h->batch_cursor(bt));
+  bad |= sb_str(&b, num);
+  if (bad) h->http_reply_error(req, HD_ENOMEM, NULL);
+  else h->http_reply(req, 200, "application/json", b.p, b.len);
+  free(b.p);
+}
+
+/* ---- held polls ---- */
+static void poll_unlink(poll_req *p) {
+  lp *t = p->t;
+  if (p->prev) p->prev->next = p->next;
+  else t->held = p->next;
+  if (p->next) p->next->prev = p->prev;
+  p->prev = p->next = NULL;
+  t->h->metric_add(t->m_held, -1);
+}
+
+static void on_timer_closed(uv_handle_t *hd) {
+  poll_req *p = hd->data;
+  p->t->h->device_free(p->dev);
+  free(p);
+}
+
+/* End a held poll: unlink, cancel the watch and timer, free once the timer has closed. */
+static void poll_end(poll_req *p) {
+  poll_unlink(p);
+  if (p->watch) p->t->h->unwatch(p->watch);
+  p->watch = NULL;
+  uv_timer_stop(&p->timer);
+  uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+}
+
+/* Fetch and answer if anything is there (or if forced). Returns 1 if answered. */
+static int poll_try(poll_req *p, int force) {
+  lp *t = p->t;
+  hd_batch *bt;
+  int rc = t->h->fetch(t->self, p->dev, p->after, p->max, &bt);
+  if (rc) {
+    t->h->http_reply_error(p->req, rc, "cannot read pending messages");
+    return 1;
+  }
+  if (t->h->batch_count(bt) == 0 && !force) {
+    t->h->batch_free(bt);
+    return 0;
+  }
+  reply_batch(t, p->req, bt);
+  t->h->batch_free(bt);
+  return 1;
+}
+
+static void on_wake(void *ud);
+
+static void on_wake(void *ud) {
+  poll_req *p = ud;
+  p->watch = NULL; /* spent */
+  if (poll_try(p, p->t->stopping)) {
+    poll_end(p);
+    return;
+  }
+  /* Woken for a message another poll of this device took, or one since acked: wait on. */
+  p->watch = p->t->h->watch(p->t->self, p->dev, on_wake, p);
+  if (!p->watch) {
+    p->t->h->http_reply_error(p->req, HD_ENOMEM, NULL);
+    poll_end(p);
+  }
+}
+
+static void on_timeout(uv_timer_t *tm) {
+  poll_req *p = tm->data;
+  p->t->h->metric_add(p->t->m_timeouts, 1);
+  poll_try(p, 1); /* one last look, then answer (possibly empty) */
+  poll_end(p);
+}
+
+static void on_abort(void *ud, hd_http_req *req) {
+  poll_end(ud); /* the client left: nothing to answer */
+}
+
+/* ---- handlers ---- */
+static int parse_u64(const char *s, uint64_t *out) {
+  if (!s || !*s || *s == '-' || *s == '+') return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+static hd_device *auth(lp *t, hd_http_req *req) {
+  hd_device *d = NULL;
+  const char *id = t->h->http_param(req, "device");
+  int rc = t->h->device_auth(t->self, id, t->h->http_bearer(req), &d);
+  if (rc) {
+    t->h->http_reply_error(req, rc == HD_EAUTH ? HD_EAUTH : rc,
+                           rc == HD_EAUTH ? "missing or wrong device token" : NULL);
+    return NULL;
+  }
+  return d;
+}
+
+static void h_messages(void *ud, hd_http_req *req) {
+  lp *t = ud;
+  const hd_host *h = t->h;
+  uint64_t after = 0, wait = 0, max = (uint64_t)t->max_batch;
+  const char *c = h->http_query(req, "cursor"), *w = h->http_query(req, "wait");
+  const char *mx = h->http_query(req, "max");
+  if ((c && parse_u64(c, &after)) || (w && parse_u64(w, &wait)) || (mx && parse_u64(mx, &max)) ||
+      max == 0) {
+    h->http_reply_error(req, HD_EINVAL, "cursor, wait and max must be non-negative integers");
+    return;
+  }
+  if (wait > (uint64_t)t->max_wait_s) wait = (uint64_t)t->max_wait_s;
+  if (max > (uint64_t)t->max_batch) max = (uint64_t)t->max_batch;
+  hd_device *d = auth(t, req);
+  if (!d) return;
+  h->metric_add(t->m_polls, 1);
+  poll_req *p = calloc(1, sizeof *p);
+  if (!p) {
+    h->device_free(d);
+    h->http_reply_error(req, HD_ENOMEM, NULL);
+    return;
+  }
+  p->t = t;
+  p->req = req;
+  p->dev = d;
+  p->after = after;
+  p->max = (size_t)max;
+  if (poll_try(p, wait == 0 || t->stopping)) {
+    h->device_free(d);
+    free(p);
+    return;
+  }
+  /* Nothing yet: hold. Watch first, so a commit between fetch and hold still wakes us. */
+  p->watch = h->watch(t->self, d, on_wake, p);
+  if (!p->watch) {
+    h->device_free(d);
+    free(p);
+    h->http_reply_error(req, HD_ENOMEM, NULL);
+    return;
+  }
+  uv_timer_init(h->loop(t->self), &p->timer);
+  p->timer.data = p;
+  uv_timer_start(&p->timer, on_timeout, wait * 1000, 0);
+  h->http_hold(req, on_abort, p);
+  p->next = t->held;
+  if (p->next) p->next->prev = p;
+  t->held = p;
+  h->metric_add(t->m_held, 1);
+  /* No race between the fetch above and the watch: wake-ups run on this loop thread, so a
+   * commit that became visible meanwhile still reaches the watch on its way back. */
+}
+
+typedef struct ack_req {
+  lp *t;
+  hd_http_req *req;
+  size_t n;
+} ack_req;
+
+static void on_acked(void *ud, int status) {
+  ack_req *a = ud;
+  if (status) {
+    a->t->h->http_reply_error(a->req, status, NULL);
+  } else {
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"acked\":%zu}", a->n);
+    a->t->h->metric_add(a->t->m_acks, (double)a->n);
+    a->t->h->http_reply(a->req, 200, "application/json", body, (size_t)n);
+  }
+  free(a);
+}
+
+static void h_acks(void *ud, hd_http_req *req) {
+  lp *t = ud;
+  const hd_host *h = t->h;
+  size_t len;
+  const char *body = h->http_body(req, &len);
+  json_error_t e;
+  json_t *j = json_loadb(body ? body : "", len, 0, &e);
+  json_t *ids = j ? json_object_get(j, "ids") : NULL;
+  size_t n = json_array_size(ids);
+  if (!json_is_array(ids) || n == 0 || n > 1000) {
+    json_decref(j);
+    h->http_reply_error(req, HD_EINVAL, "body must be {\"ids\": [1 to 1000 message ids]}");
+    return;
+  }
+  uint64_t *v = calloc(n, sizeof *v);
+  if (!v) {
+    json_decref(j);
+    h->http_reply_error(req, HD_ENOMEM, NULL);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_t *x = json_array_get(ids, i);
+    if ((json_is_string(x) && parse_u64(json_string_value(x), &v[i]) == 0) ||
+        (json_is_integer(x) && json_integer_value(x) > 0 &&
+         (v[i] = (uint64_t)json_integer_value(x))))
+      continue;
+    free(v);
+    json_decref(j);
+    h->http_reply_error(req, HD_EINVAL, "ids must be message ids (strings or integers)");
+    return;
+  }
+  json_decref(j);
+  hd_device *d = auth(t, req);
+  if (!d) {
+    free(v);
+    return;
+  }
+  ack_req *a = calloc(1, sizeof *a);
+  int rc = a ? 0 : HD_ENOMEM;
+  if (a) {
+    a->t = t;
+    a->req = req;
+    a->n = n;
+    rc = h->ack(t->self, d, v, n, on_acked, a);
+  }
+  h->device_free(d);
+  free(v);
+  if (rc) {
+    free(a);
+    h->http_reply_error(req, rc, NULL);
+  }
+}
+
+/* ---- lifecycle ---- */
+static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
+  lp *t = calloc(1, sizeof *t);
+  if (!t) return HD_ENOMEM;
+  t->h = h;
+  t->self = self;
+  int rc = h->config_int(self, "max_wait", 60, &t->max_wait_s);
+  if (!rc) rc = h->config_int(self, "max_batch", 100, &t->max_batch);
+  if (rc || t->max_wait_s < 0 || t->max_wait_s > 3600 || t->max_batch < 1 ||
+      t->max_batch > 1000) {
+    h->log(self, HD_LOG_ERROR, "bad_config", "reason=%s",
+           "\"max_wait must be 0..3600 seconds and max_batch 1..1000\"");
+    free(t);
+    return HD_ECONFIG;
+  }
+  t->m_held = h->metric_new(self, "held", "Long-polls held open now", HD_METRIC_GAUGE);
+  t->m_polls = h->metric_new(self, "polls_total", "Long-poll requests", HD_METRIC_COUNTER);
+  t->m_timeouts = h->metric_new(self, "timeouts_total", "Long-polls answered at their wait limit",
+                                HD_METRIC_COUNTER);
+  t->m_acks = h->metric_new(self, "acks_total", "Message ids acknowledged", HD_METRIC_COUNTER);
+  rc = h->http_route(self, "GET", "/v1/devices/{device}/messages", h_messages, t);
+  if (!rc) rc = h->http_route(self, "POST", "/v1/devices/{device}/acks", h_acks, t);
+  if (rc) {
+    free(t);
+    return rc;
+  }
+  *state = t;
+  return 0;
+}
+
+static int lp_start(void *state) { return 0; /* routes are live with the broker's listener */ }
+
+static void lp_stop(void *state) {
+  lp *t = state;
+  t->stopping = 1;
+  /* Answer every held poll now with whatever is pending, so clients can reconnect at once. */
+  while (t->held) {
+    poll_req *p = t->held;
+    poll_try(p, 1);
+    poll_end(p);
+  }
+}
+
+static void lp_destroy(void *state) { free(state); }
+
+HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
+    .abi_major = HD_TRANSPORT_ABI_MAJOR,
+    .abi_minor = HD_TRANSPORT_ABI_MINOR,
+    .struct_size = sizeof(hd_transport_ops),
+    .name = "longpoll",
+    .version = "1.0.0",
+    .config_keys = lp_keys,
+    .create = lp_create,
+    .start = lp_start,
+    .deliver = NULL,
+    .cancel = NULL,
+    .stop = lp_stop,
+    .destroy = lp_destroy,
+};
