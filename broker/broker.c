@@ -494,7 +494,8 @@ int hd__broker_start(hd_broker *b, char *err, size_t errlen) {
   uv_timer_start(&b->sweep_timer, on_sweep_timer, every, every);
   hd__log(HD_LOG_INFO, "started",
           "http=%s:%d zmq_ingress=%s zmq_events=%s data_dir=%s plugins=%zu config=%s", host,
-          hd__http_port(b->http), b->cfg.zmq.ingress, b->cfg.zmq.events, b->cfg.data_dir,
+          hd__http_port(b->http), hd__zmq_ingress_endpoint(b->zin),
+          hd__events_endpoint(b->events), b->cfg.data_dir,
           b->cfg.plugins.nload, b->cfg.source);
   return 0;
 }

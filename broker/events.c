@@ -11,6 +11,7 @@
 #include "herald/error.h"
 
 struct hd_events {
+  char endpoint[256];
   void *sock;
   uint64_t sent;
   msgpack_sbuffer sb;
@@ -25,6 +26,9 @@ int hd__events_open(void *zctx, const char *endpoint, hd_events **out, char *err
   if (!e->sock) goto fail;
   zmq_setsockopt(e->sock, ZMQ_LINGER, &zero, sizeof zero);
   if (zmq_bind(e->sock, endpoint) != 0) goto fail;
+  size_t eplen = sizeof e->endpoint;
+  if (zmq_getsockopt(e->sock, ZMQ_LAST_ENDPOINT, e->endpoint, &eplen) != 0)
+    snprintf(e->endpoint, sizeof e->endpoint, "%s", endpoint);
   msgpack_sbuffer_init(&e->sb);
   *out = e;
   return 0;
@@ -43,6 +47,8 @@ void hd__events_close(hd_events *e) {
 }
 
 uint64_t hd__events_sent(const hd_events *e) { return e ? e->sent : 0; }
+
+const char *hd__events_endpoint(const hd_events *e) { return e->endpoint; }
 
 static void pk_str(msgpack_packer *pk, const char *s) {
   size_t n = strlen(s);

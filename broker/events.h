@@ -27,5 +27,7 @@ void hd__events_expired(hd_events *e, size_t count);
 void hd__events_delivery(hd_events *e, const char *transport, const char *result, uint64_t id,
                          const char *app, const char *to, unsigned attempt, const char *reason);
 uint64_t hd__events_sent(const hd_events *e);
+/* The endpoint actually bound (wildcard port resolved). */
+const char *hd__events_endpoint(const hd_events *e);
 
 #endif

@@ -40,6 +40,7 @@ struct hd_zmq_ingress {
   zreq *outq, *outq_tail;
   int stopping;
   int closed;
+  char endpoint[256];
 };
 
 static void drain(hd_zmq_ingress *z);
@@ -348,6 +349,9 @@ int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
   zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger);
   zmq_setsockopt(z->sock, ZMQ_MAXMSGSIZE, &hard, sizeof hard);
   if (zmq_bind(z->sock, endpoint) != 0) goto zfail;
+  size_t eplen = sizeof z->endpoint;
+  if (zmq_getsockopt(z->sock, ZMQ_LAST_ENDPOINT, z->endpoint, &eplen) != 0)
+    snprintf(z->endpoint, sizeof z->endpoint, "%s", endpoint);
   int fd;
   size_t fdsz = sizeof fd;
   if (zmq_getsockopt(z->sock, ZMQ_FD, &fd, &fdsz) != 0) goto zfail;
@@ -370,6 +374,8 @@ void hd__zmq_ingress_stop(hd_zmq_ingress *z) {
 }
 
 size_t hd__zmq_ingress_inflight(const hd_zmq_ingress *z) { return z ? z->inflight : 0; }
+
+const char *hd__zmq_ingress_endpoint(const hd_zmq_ingress *z) { return z->endpoint; }
 
 static void on_closed(uv_handle_t *h) {
   hd_zmq_ingress *z = h->data;

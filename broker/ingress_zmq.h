@@ -36,5 +36,7 @@ void hd__zmq_ingress_stop(hd_zmq_ingress *z);
 /* Close the socket (after the writer has drained) and free once the poll handle closed. */
 void hd__zmq_ingress_close(hd_zmq_ingress *z);
 size_t hd__zmq_ingress_inflight(const hd_zmq_ingress *z);
+/* The endpoint actually bound (a "tcp://host:*" wildcard resolved to its port). */
+const char *hd__zmq_ingress_endpoint(const hd_zmq_ingress *z);
 
 #endif
