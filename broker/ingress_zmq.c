@@ -391,6 +391,7 @@ void hd__zmq_ingress_close(hd_zmq_ingress *z) {
     zreq_free(r);
   }
   z->outq_tail = NULL;
+  uv_poll_stop(&z->poll); /* before zmq_close: the polled fd belongs to the socket */
   zmq_close(z->sock);
   z->closed = 2;
   uv_close((uv_handle_t *)&z->poll, on_closed);

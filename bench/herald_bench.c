@@ -1,0 +1,761 @@
+/* herald_bench.c — load generator and meter for Herald, scenarios chosen by name.
+ *
+ *   herald-bench ingest   [--connections C] [--window W] [--duration S] [--size B]
+ *   herald-bench longpoll [--devices N] [--messages M] [--rate R] [--threads T]
+ *
+ * ingest:   C ZeroMQ DEALER publishers keep W requests each in flight with B-byte payloads and
+ *           count acknowledgements (which Herald sends only after the group commit is durable).
+ * longpoll: N devices are provisioned, each holds a long-poll on its own keep-alive connection;
+ *           once the broker reports N held polls, M broadcasts are published to their app at R
+ *           per second. Every payload carries a sequence number and its send time, so the
+ *           harness counts deliveries, losses and duplicates and records publish→deliver
+ *           latency. Devices are spread over T client threads, each with its own loop.
+ *
+ * Results: a table on stdout, or --json. Broker CPU and RSS come from /proc (--pid, or the
+ * process named heraldd). Benchmarks measure; they never assert.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "hist.h"
+#include "httpc.h"
+#include "zpub.h"
+
+typedef struct opts {
+  const char *url_host;
+  int http_port;
+  const char *zmq;
+  const char *key;
+  const char *tenant;
+  const char *data_dir;
+  const char *app;
+  int connections, window, size, threads, json;
+  double duration, rate;
+  long devices, messages;
+  int pid;
+} opts;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int load_key(opts *o, char *buf, size_t len) {
+  if (o->key) return snprintf(buf, len, "%s", o->key) >= (int)len;
+  const char *env = getenv("HERALD_KEY");
+  if (env && *env) return snprintf(buf, len, "%s", env) >= (int)len;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tenants/%s/publish.key", o->data_dir, o->tenant);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "herald-bench: no publish key (--key, $HERALD_KEY, or %s)\n", path);
+    return 1;
+  }
+  size_t n = fread(buf, 1, len - 1, f);
+  fclose(f);
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+  buf[n] = 0;
+  return n == 0;
+}
+
+/* ---- broker resource usage from /proc ---- */
+/* The broker is the process that listens on the HTTP port: find the socket's inode in
+ * /proc/net/tcp, then the process holding it. Other heraldd instances on the machine (tests,
+ * other benches) are not mistaken for it. */
+static int find_broker_pid(int port) {
+  char line[512], path[300], link[64], want[64];
+  unsigned long inode = 0;
+  FILE *f = fopen("/proc/net/tcp", "r");
+  if (!f) return 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned lport, st;
+    unsigned long ino;
+    if (sscanf(line, " %*d: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &st,
+               &ino) == 3 && (int)lport == port && st == 0x0A) {
+      inode = ino;
+      break;
+    }
+  }
+  fclose(f);
+  if (!inode) return 0;
+  snprintf(want, sizeof want, "socket:[%lu]", inode);
+  DIR *proc = opendir("/proc");
+  struct dirent *e;
+  int found = 0;
+  while (proc && !found && (e = readdir(proc))) {
+    int pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *fds = opendir(path);
+    struct dirent *fe;
+    while (fds && !found && (fe = readdir(fds))) {
+      snprintf(path, sizeof path, "/proc/%d/fd/%s", pid, fe->d_name);
+      ssize_t n = readlink(path, link, sizeof link - 1);
+      if (n > 0) {
+        link[n] = 0;
+        if (strcmp(link, want) == 0) found = pid;
+      }
+    }
+    if (fds) closedir(fds);
+  }
+  if (proc) closedir(proc);
+  return found;
+}
+
+typedef struct usage {
+  double cpu_s;
+  long rss_kb;
+} usage;
+
+static usage broker_usage(int pid) {
+  usage u = {0, 0};
+  char path[64], buf[1024];
+  if (!pid) return u;
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f) {
+    if (fgets(buf, sizeof buf, f)) {
+      char *p = strrchr(buf, ')');
+      unsigned long ut = 0, st = 0;
+      /* fields after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+       * cmajflt utime stime */
+      if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+        u.cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    fclose(f);
+  }
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  if ((f = fopen(path, "r"))) {
+    while (fgets(buf, sizeof buf, f))
+      if (strncmp(buf, "VmRSS:", 6) == 0) u.rss_kb = atol(buf + 6);
+    fclose(f);
+  }
+  return u;
+}
+
+static rlim_t raise_nofile(void) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  getrlimit(RLIMIT_NOFILE, &rl);
+  return rl.rlim_cur;
+}
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  msgpack_pack_str(pk, strlen(s));
+  msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* A publish request; `data` is a JSON-ish msgpack map {"s": seq, "t": ns, "p": padding}. */
+static void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t seq,
+                          uint64_t t, int pad) {
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 4);
+  pk_str(&pk, "tenant");
+  pk_str(&pk, o->tenant);
+  pk_str(&pk, "key");
+  pk_str(&pk, key);
+  pk_str(&pk, "app");
+  pk_str(&pk, o->app);
+  pk_str(&pk, "data");
+  msgpack_pack_map(&pk, 3);
+  pk_str(&pk, "s");
+  msgpack_pack_uint64(&pk, seq);
+  pk_str(&pk, "t");
+  msgpack_pack_uint64(&pk, t);
+  pk_str(&pk, "p");
+  static const char padding[4096] = {0};
+  static char filled[4096];
+  if (!filled[0]) memset(filled, 'x', sizeof filled);
+  (void)padding;
+  if (pad < 0) pad = 0;
+  if (pad > 4096) pad = 4096;
+  msgpack_pack_str(&pk, (size_t)pad);
+  msgpack_pack_str_body(&pk, filled, (size_t)pad);
+}
+
+static void print_lat(const char *what, const hb_hist *h, int json) {
+  if (json) {
+    printf("\"%s_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
+           "\"max\": %.3f, \"mean\": %.3f}",
+           what, hb_hist_quantile(h, 0.5) / 1e6, hb_hist_quantile(h, 0.9) / 1e6,
+           hb_hist_quantile(h, 0.99) / 1e6, hb_hist_quantile(h, 0.999) / 1e6, h->max / 1e6,
+           hb_hist_mean(h) / 1e6);
+  } else {
+    printf("  %-22s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms\n", what,
+           hb_hist_quantile(h, 0.5) / 1e6, hb_hist_quantile(h, 0.9) / 1e6,
+           hb_hist_quantile(h, 0.99) / 1e6, hb_hist_quantile(h, 0.999) / 1e6, h->max / 1e6);
+  }
+}
+
+/* ================= ingest ================= */
+typedef struct ingest {
+  opts *o;
+  char key[256];
+  hb_zpub **pubs;
+  uint64_t *sent_at; /* per connection ring of send times, indexed by corr % window */
+  uint64_t next_corr;
+  uint64_t acked, refused;
+  uint64_t start_ns, end_ns;
+  int stopping;
+  hb_hist lat;
+  msgpack_sbuffer sb;
+  uv_timer_t timer, progress;
+} ingest;
+
+static void ingest_send(ingest *g, int conn) {
+  uint64_t corr = g->next_corr++;
+  uint64_t t = now_ns();
+  build_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
+  g->sent_at[(size_t)conn * (size_t)g->o->window + corr % (uint64_t)g->o->window] = t;
+  /* The connection index rides in the top bits of the correlation id. */
+  hb_zpub_send(g->pubs[conn], corr | ((uint64_t)conn << 48), g->sb.data, g->sb.size);
+}
+
+typedef struct ingest_conn {
+  ingest *g;
+  int idx;
+} ingest_conn;
+
+static void on_ingest_ack(void *ud, uint64_t corr, int ok, const char *reply, size_t len) {
+  ingest_conn *ic = ud;
+  ingest *g = ic->g;
+  uint64_t c = corr & ((1ull << 48) - 1);
+  uint64_t t = g->sent_at[(size_t)ic->idx * (size_t)g->o->window + c % (uint64_t)g->o->window];
+  hb_hist_record(&g->lat, now_ns() - t);
+  if (ok) g->acked++;
+  else g->refused++;
+  if (!g->stopping) ingest_send(g, ic->idx);
+}
+
+static void on_ingest_end(uv_timer_t *t) {
+  ingest *g = t->data;
+  g->stopping = 1;
+  g->end_ns = now_ns();
+  uv_timer_stop(&g->progress);
+  for (int i = 0; i < g->o->connections; i++) hb_zpub_close(g->pubs[i]);
+  uv_close((uv_handle_t *)&g->timer, NULL);
+  uv_close((uv_handle_t *)&g->progress, NULL);
+}
+
+static void on_ingest_progress(uv_timer_t *t) {
+  ingest *g = t->data;
+  double s = (now_ns() - g->start_ns) / 1e9;
+  if (!g->o->json && isatty(2))
+    fprintf(stderr, "\r  %.0f s  %llu acked  %.0f/s   ", s, (unsigned long long)g->acked,
+            g->acked / s);
+}
+
+static int run_ingest(opts *o) {
+  ingest g = {.o = o};
+  if (load_key(o, g.key, sizeof g.key)) return 1;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  void *zctx = zmq_ctx_new();
+  int pid = o->pid ? o->pid : find_broker_pid(o->http_port);
+  g.pubs = calloc((size_t)o->connections, sizeof *g.pubs);
+  g.sent_at = calloc((size_t)o->connections * (size_t)o->window, sizeof *g.sent_at);
+  ingest_conn *ics = calloc((size_t)o->connections, sizeof *ics);
+  msgpack_sbuffer_init(&g.sb);
+  hb_hist_init(&g.lat);
+  for (int i = 0; i < o->connections; i++) {
+    ics[i] = (ingest_conn){&g, i};
+    g.pubs[i] = hb_zpub_new(&loop, zctx, o->zmq, on_ingest_ack, &ics[i]);
+    if (!g.pubs[i]) {
+      fprintf(stderr, "herald-bench: cannot connect %s\n", o->zmq);
+      return 1;
+    }
+  }
+  usage u0 = broker_usage(pid);
+  g.start_ns = now_ns();
+  for (int i = 0; i < o->connections; i++)
+    for (int w = 0; w < o->window; w++) ingest_send(&g, i);
+  uv_timer_init(&loop, &g.timer);
+  g.timer.data = &g;
+  uv_timer_start(&g.timer, on_ingest_end, (uint64_t)(o->duration * 1000), 0);
+  uv_timer_init(&loop, &g.progress);
+  g.progress.data = &g;
+  uv_timer_start(&g.progress, on_ingest_progress, 1000, 1000);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  usage u1 = broker_usage(pid);
+  double secs = (g.end_ns - g.start_ns) / 1e9;
+  if (!o->json && isatty(2)) fprintf(stderr, "\n");
+  if (o->json) {
+    printf("{\"scenario\": \"ingest\", \"connections\": %d, \"window\": %d, \"payload_bytes\": %d, "
+           "\"seconds\": %.2f, \"acked\": %llu, \"refused\": %llu, \"publishes_per_s\": %.0f, ",
+           o->connections, o->window, o->size, secs, (unsigned long long)g.acked,
+           (unsigned long long)g.refused, g.acked / secs);
+    print_lat("ack_latency", &g.lat, 1);
+    printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld}\n",
+           100 * (u1.cpu_s - u0.cpu_s) / secs, u1.rss_kb);
+  } else {
+    printf("ingest: %d ZeroMQ connections x %d in flight, %d-byte payloads, %.1f s\n",
+           o->connections, o->window, o->size, secs);
+    printf("  acknowledged after commit  %llu (%llu refused)\n", (unsigned long long)g.acked,
+           (unsigned long long)g.refused);
+    printf("  publishes/s                %.0f\n", g.acked / secs);
+    print_lat("ack latency", &g.lat, 0);
+    if (pid)
+      printf("  broker CPU %.0f %%  RSS %ld KiB (pid %d)\n", 100 * (u1.cpu_s - u0.cpu_s) / secs,
+             u1.rss_kb, pid);
+  }
+  zmq_ctx_term(zctx);
+  uv_loop_close(&loop);
+  msgpack_sbuffer_destroy(&g.sb);
+  free(g.pubs);
+  free(g.sent_at);
+  free(ics);
+  return 0;
+}
+
+/* ================= longpoll ================= */
+typedef struct device {
+  struct lpthread *th;
+  long idx;
+  char id[64];
+  char token[160];
+  char cursor[24];
+  hb_conn *conn;
+  uint8_t *seen; /* bitmap of sequence numbers received */
+  long received;
+} device;
+
+typedef struct lpthread {
+  struct lpshared *sh;
+  uv_loop_t loop;
+  uv_async_t stop;
+  pthread_t thread;
+  device *devs;
+  long ndev;
+  hb_hist lat;
+  uint64_t dups, errors, deliveries;
+  uint64_t last_delivery_ns;
+  struct sockaddr_in addr;
+} lpthread;
+
+typedef struct lpshared {
+  opts *o;
+  atomic_long polls_ok;
+  atomic_long done_devices;
+  atomic_int stopping;
+} lpshared;
+
+static void poll_device(device *d);
+
+static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t len) {
+  device *d = ud;
+  lpthread *th = d->th;
+  if (atomic_load(&th->sh->stopping)) return;
+  if (status != 200) {
+    th->errors++;
+    poll_device(d);
+    return;
+  }
+  uint64_t now = now_ns();
+  json_t *j = json_loadb(body, len, 0, NULL);
+  json_t *msgs = json_object_get(j, "messages"), *m;
+  size_t i;
+  long M = th->sh->o->messages;
+  json_array_foreach(msgs, i, m) {
+    json_t *data = json_object_get(m, "data");
+    json_int_t s = json_integer_value(json_object_get(data, "s"));
+    json_int_t t = json_integer_value(json_object_get(data, "t"));
+    if (s < 0 || s >= M) continue;
+    if (d->seen[s / 8] & (1u << (s % 8))) {
+      th->dups++;
+      continue;
+    }
+    d->seen[s / 8] |= (uint8_t)(1u << (s % 8));
+    d->received++;
+    th->deliveries++;
+    th->last_delivery_ns = now;
+    hb_hist_record(&th->lat, now - (uint64_t)t);
+    if (d->received == M) atomic_fetch_add(&th->sh->done_devices, 1);
+  }
+  const char *cur = json_string_value(json_object_get(j, "cursor"));
+  if (cur) snprintf(d->cursor, sizeof d->cursor, "%s", cur);
+  json_decref(j);
+  poll_device(d);
+}
+
+static void poll_device(device *d) {
+  char path[256];
+  snprintf(path, sizeof path, "/v1/devices/%s/messages?wait=60%s%s", d->id,
+           d->cursor[0] ? "&cursor=" : "", d->cursor);
+  if (hb_conn_request(d->conn, "GET", path, d->token, NULL, on_poll, d)) d->th->errors++;
+}
+
+static void on_thread_stop(uv_async_t *a) {
+  lpthread *th = a->data;
+  for (long i = 0; i < th->ndev; i++) hb_conn_close(th->devs[i].conn);
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *lp_thread_main(void *arg) {
+  lpthread *th = arg;
+  for (long i = 0; i < th->ndev; i++) {
+    th->devs[i].conn = hb_conn_new(&th->loop, &th->addr);
+    poll_device(&th->devs[i]);
+  }
+  uv_run(&th->loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+/* Provisioning: registrations over a few connections, sequentially per connection. */
+typedef struct prov {
+  opts *o;
+  const char *key;
+  device *all;
+  long next, done, failed;
+  char body[128];
+} prov;
+
+typedef struct prov_conn {
+  prov *p;
+  hb_conn *c;
+  device *d;
+  char body[128];
+} prov_conn;
+
+static void prov_next(prov_conn *pc);
+
+static void on_registered(hb_conn *c, void *ud, int status, const char *body, size_t len) {
+  prov_conn *pc = ud;
+  json_t *j = status == 201 ? json_loadb(body, len, 0, NULL) : NULL;
+  const char *tok = json_string_value(json_object_get(j, "token"));
+  if (tok) snprintf(pc->d->token, sizeof pc->d->token, "%s", tok);
+  else pc->p->failed++;
+  json_decref(j);
+  pc->p->done++;
+  prov_next(pc);
+}
+
+static void prov_next(prov_conn *pc) {
+  prov *p = pc->p;
+  if (p->next >= p->o->devices) {
+    hb_conn_close(pc->c);
+    pc->c = NULL;
+    return;
+  }
+  pc->d = &p->all[p->next++];
+  char path[256];
+  snprintf(path, sizeof path, "/v1/apps/%s/registrations", p->o->app);
+  snprintf(pc->body, sizeof pc->body, "{\"device\":\"%s\"}", pc->d->id);
+  hb_conn_request(pc->c, "POST", path, p->key, pc->body, on_registered, pc);
+}
+
+/* Ask /metrics for herald_held_polls until it reaches want (or the deadline). */
+static long held_polls(uv_loop_t *loop, const struct sockaddr_in *addr);
+
+typedef struct scrape {
+  long value;
+  int done;
+} scrape;
+
+static void on_metrics(hb_conn *c, void *ud, int status, const char *body, size_t len) {
+  scrape *s = ud;
+  const char *p = status == 200 ? strstr(body, "\nherald_held_polls ") : NULL;
+  s->value = p ? atol(p + 19) : -1;
+  s->done = 1;
+}
+
+static long held_polls(uv_loop_t *loop, const struct sockaddr_in *addr) {
+  scrape s = {-1, 0};
+  hb_conn *c = hb_conn_new(loop, addr);
+  hb_conn_request(c, "GET", "/metrics", NULL, NULL, on_metrics, &s);
+  while (!s.done) uv_run(loop, UV_RUN_ONCE);
+  hb_conn_close(c);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return s.value;
+}
+
+typedef struct publisher {
+  opts *o;
+  char key[256];
+  hb_zpub *z;
+  long next, acked, refused;
+  uint64_t first_ns, last_ns;
+  msgpack_sbuffer sb;
+  uv_timer_t timer;
+} publisher;
+
+static void on_pub_ack(void *ud, uint64_t corr, int ok, const char *r, size_t len) {
+  publisher *p = ud;
+  if (ok) p->acked++;
+  else p->refused++;
+}
+
+static void on_pub_tick(uv_timer_t *t) {
+  publisher *p = t->data;
+  if (p->next >= p->o->messages) {
+    uv_timer_stop(t);
+    return;
+  }
+  uint64_t now = now_ns();
+  if (!p->first_ns) p->first_ns = now;
+  p->last_ns = now;
+  build_request(&p->sb, p->o, p->key, (uint64_t)p->next, now, 60);
+  hb_zpub_send(p->z, (uint64_t)p->next, p->sb.data, p->sb.size);
+  p->next++;
+}
+
+static int run_longpoll(opts *o) {
+  rlim_t lim = raise_nofile();
+  long maxdev = (long)lim - 64;
+  if (o->devices > maxdev) {
+    fprintf(stderr, "herald-bench: the fd limit (%llu) caps devices at %ld (asked %ld)\n",
+            (unsigned long long)lim, maxdev, o->devices);
+    o->devices = maxdev;
+  }
+  char key[256];
+  if (load_key(o, key, sizeof key)) return 1;
+  struct sockaddr_in addr;
+  uv_ip4_addr(o->url_host, o->http_port, &addr);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int pid = o->pid ? o->pid : find_broker_pid(o->http_port);
+
+  /* 1. Devices and their tokens. */
+  device *all = calloc((size_t)o->devices, sizeof *all);
+  size_t bitmap = (size_t)(o->messages + 7) / 8;
+  char run[16];
+  snprintf(run, sizeof run, "%lx", (unsigned long)(now_ns() & 0xffffff));
+  for (long i = 0; i < o->devices; i++) {
+    snprintf(all[i].id, sizeof all[i].id, "bench-%s-%ld", run, i);
+    all[i].idx = i;
+    all[i].seen = calloc(bitmap, 1);
+  }
+  prov pv = {.o = o, .key = key, .all = all};
+  prov_conn pcs[32];
+  int npc = o->devices < 32 ? (int)o->devices : 32;
+  uint64_t t_prov = now_ns();
+  for (int i = 0; i < npc; i++) {
+    pcs[i] = (prov_conn){.p = &pv, .c = hb_conn_new(&loop, &addr)};
+    prov_next(&pcs[i]);
+  }
+  while (pv.done < o->devices) uv_run(&loop, UV_RUN_ONCE);
+  if (pv.failed) {
+    fprintf(stderr, "herald-bench: %ld of %ld registrations failed\n", pv.failed, o->devices);
+    return 1;
+  }
+  double prov_s = (now_ns() - t_prov) / 1e9;
+
+  /* 2. Every device holds a long-poll, spread over the client threads. */
+  usage u_idle0 = broker_usage(pid);
+  lpshared sh = {.o = o};
+  int T = o->threads;
+  lpthread *ths = calloc((size_t)T, sizeof *ths);
+  long per = (o->devices + T - 1) / T;
+  for (int t = 0; t < T; t++) {
+    lpthread *th = &ths[t];
+    th->sh = &sh;
+    th->addr = addr;
+    th->devs = all + (long)t * per;
+    th->ndev = (long)(t + 1) * per > o->devices ? o->devices - (long)t * per : per;
+    if (th->ndev < 0) th->ndev = 0;
+    for (long i = 0; i < th->ndev; i++) th->devs[i].th = th;
+    hb_hist_init(&th->lat);
+    uv_loop_init(&th->loop);
+    uv_async_init(&th->loop, &th->stop, on_thread_stop);
+    th->stop.data = th;
+    pthread_create(&th->thread, NULL, lp_thread_main, th);
+  }
+  uint64_t deadline = now_ns() + 120ull * 1000000000u;
+  long held = 0;
+  while ((held = held_polls(&loop, &addr)) < o->devices && now_ns() < deadline) usleep(100000);
+  usage u_held = broker_usage(pid);
+  if (held < o->devices) fprintf(stderr, "herald-bench: only %ld polls held\n", held);
+
+  /* 3. Publish M broadcasts at R per second. */
+  void *zctx = zmq_ctx_new();
+  publisher pub = {.o = o};
+  memcpy(pub.key, key, sizeof pub.key);
+  msgpack_sbuffer_init(&pub.sb);
+  pub.z = hb_zpub_new(&loop, zctx, o->zmq, on_pub_ack, &pub);
+  uv_timer_init(&loop, &pub.timer);
+  pub.timer.data = &pub;
+  uint64_t every_ms = o->rate > 0 ? (uint64_t)(1000.0 / o->rate) : 0;
+  usage u0 = broker_usage(pid);
+  uint64_t t0 = now_ns();
+  if (every_ms == 0) {
+    while (pub.next < o->messages) on_pub_tick(&pub.timer);
+  } else {
+    uv_timer_start(&pub.timer, on_pub_tick, 0, every_ms);
+  }
+  /* 4. Wait for every device to have every message (or 30 s after the last publish). */
+  uint64_t end_by = 0;
+  while (atomic_load(&sh.done_devices) < o->devices) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    if (pub.next >= o->messages && !end_by) end_by = now_ns() + 30ull * 1000000000u;
+    if (end_by && now_ns() > end_by) break;
+    if (!o->json && isatty(2)) {
+      static uint64_t last;
+      if (now_ns() - last > 500000000u) {
+        last = now_ns();
+        uint64_t dl = 0;
+        for (int t = 0; t < T; t++) dl += ths[t].deliveries;
+        fprintf(stderr, "\r  published %ld/%ld  deliveries %llu   ", pub.next, o->messages,
+                (unsigned long long)dl);
+      }
+    }
+    usleep(1000);
+  }
+  usage u1 = broker_usage(pid);
+  uint64_t t_end = now_ns();
+  atomic_store(&sh.stopping, 1);
+  for (int t = 0; t < T; t++) uv_async_send(&ths[t].stop);
+  hb_hist lat;
+  hb_hist_init(&lat);
+  uint64_t deliveries = 0, dups = 0, errors = 0, last = 0;
+  for (int t = 0; t < T; t++) {
+    pthread_join(ths[t].thread, NULL);
+    uv_loop_close(&ths[t].loop);
+    hb_hist_merge(&lat, &ths[t].lat);
+    deliveries += ths[t].deliveries;
+    dups += ths[t].dups;
+    errors += ths[t].errors;
+    if (ths[t].last_delivery_ns > last) last = ths[t].last_delivery_ns;
+  }
+  if (!o->json && isatty(2)) fprintf(stderr, "\n");
+  uv_timer_stop(&pub.timer);
+  uv_close((uv_handle_t *)&pub.timer, NULL);
+  hb_zpub_close(pub.z);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  zmq_ctx_term(zctx);
+  uv_loop_close(&loop);
+
+  long expected = o->devices * o->messages;
+  double span = ((last ? last : t_end) - t0) / 1e9;
+  double cpu = span > 0 ? 100 * (u1.cpu_s - u0.cpu_s) / ((t_end - t0) / 1e9) : 0;
+  double per_poll = o->devices ? (u_held.rss_kb - u_idle0.rss_kb) * 1024.0 / o->devices : 0;
+  if (o->json) {
+    printf("{\"scenario\": \"longpoll\", \"devices\": %ld, \"messages\": %ld, \"rate\": %.1f, "
+           "\"threads\": %d, \"deliveries\": %llu, \"expected\": %ld, \"lost\": %ld, "
+           "\"duplicates\": %llu, \"errors\": %llu, \"seconds\": %.3f, "
+           "\"deliveries_per_s\": %.0f, ",
+           o->devices, o->messages, o->rate, T, (unsigned long long)deliveries, expected,
+           expected - (long)deliveries, (unsigned long long)dups, (unsigned long long)errors,
+           span, deliveries / span);
+    print_lat("latency", &lat, 1);
+    printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld, \"rss_per_held_poll_bytes\": %.0f,"
+           " \"provision_s\": %.2f}\n", cpu, u1.rss_kb, per_poll, prov_s);
+  } else {
+    printf("longpoll: %ld devices, %ld broadcasts at %s%.0f/s, %d client threads\n", o->devices,
+           o->messages, o->rate > 0 ? "" : "max ", o->rate, T);
+    printf("  deliveries      %llu of %ld  (lost %ld, duplicates %llu, poll errors %llu)\n",
+           (unsigned long long)deliveries, expected, expected - (long)deliveries,
+           (unsigned long long)dups, (unsigned long long)errors);
+    printf("  deliveries/s    %.0f  (first publish to last delivery: %.3f s)\n",
+           deliveries / span, span);
+    print_lat("publish->deliver", &lat, 0);
+    if (pid)
+      printf("  broker CPU %.0f %%  RSS %ld KiB; held polls added %.0f B each (pid %d)\n", cpu,
+             u1.rss_kb, per_poll, pid);
+    printf("  provisioning    %.2f s for %ld devices\n", prov_s, o->devices);
+  }
+  for (long i = 0; i < o->devices; i++) free(all[i].seen);
+  free(all);
+  free(ths);
+  msgpack_sbuffer_destroy(&pub.sb);
+  return 0;
+}
+
+static void usage_text(FILE *f) {
+  fprintf(f,
+          "usage: herald-bench SCENARIO [options]\n"
+          "scenarios:\n"
+          "  ingest     ZeroMQ publishes acknowledged after commit\n"
+          "  longpoll   broadcasts to devices holding HTTP long-polls\n"
+          "options:\n"
+          "  --http HOST:PORT   (default 127.0.0.1:8470)    --zmq ENDPOINT (tcp://127.0.0.1:8471)\n"
+          "  --key K | $HERALD_KEY | --data-dir D (./var/herald) --tenant T (default)\n"
+          "  --app A            (default bench)\n"
+          "  ingest:   --connections C (4) --window W (256) --duration S (10) --size B (100)\n"
+          "  longpoll: --devices N (1000) --messages M (100) --rate R per second (10; 0 = all at\n"
+          "            once) --threads T (1)\n"
+          "  --pid P            broker pid for CPU/RSS (default: whoever listens on the HTTP port)\n"
+          "  --json             one JSON object instead of the table\n");
+}
+
+int main(int argc, char **argv) {
+  opts o = {.url_host = "127.0.0.1", .http_port = 8470, .zmq = "tcp://127.0.0.1:8471",
+            .tenant = "default", .data_dir = "./var/herald", .app = "bench", .connections = 4,
+            .window = 256, .size = 100, .threads = 1, .duration = 10, .rate = 10,
+            .devices = 1000, .messages = 100};
+  if (argc < 2) {
+    usage_text(stderr);
+    return 2;
+  }
+  const char *scenario = argv[1];
+  enum { O_HTTP = 256, O_ZMQ, O_KEY, O_DATA, O_TENANT, O_APP, O_CONN, O_WIN, O_DUR, O_SIZE,
+         O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON };
+  static const struct option lo[] = {
+      {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
+      {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},
+      {"connections", 1, 0, O_CONN}, {"window", 1, 0, O_WIN},    {"duration", 1, 0, O_DUR},
+      {"size", 1, 0, O_SIZE},       {"devices", 1, 0, O_DEV},    {"messages", 1, 0, O_MSG},
+      {"rate", 1, 0, O_RATE},       {"threads", 1, 0, O_THR},    {"pid", 1, 0, O_PID},
+      {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+  int c;
+  optind = 2;
+  static char host[256];
+  while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    switch (c) {
+    case O_HTTP: {
+      const char *colon = strrchr(optarg, ':');
+      if (!colon) {
+        fprintf(stderr, "--http wants HOST:PORT\n");
+        return 2;
+      }
+      snprintf(host, sizeof host, "%.*s", (int)(colon - optarg), optarg);
+      o.url_host = host;
+      o.http_port = atoi(colon + 1);
+      break;
+    }
+    case O_ZMQ: o.zmq = optarg; break;
+    case O_KEY: o.key = optarg; break;
+    case O_DATA: o.data_dir = optarg; break;
+    case O_TENANT: o.tenant = optarg; break;
+    case O_APP: o.app = optarg; break;
+    case O_CONN: o.connections = atoi(optarg); break;
+    case O_WIN: o.window = atoi(optarg); break;
+    case O_DUR: o.duration = atof(optarg); break;
+    case O_SIZE: o.size = atoi(optarg); break;
+    case O_DEV: o.devices = atol(optarg); break;
+    case O_MSG: o.messages = atol(optarg); break;
+    case O_RATE: o.rate = atof(optarg); break;
+    case O_THR: o.threads = atoi(optarg); break;
+    case O_PID: o.pid = atoi(optarg); break;
+    case O_JSON: o.json = 1; break;
+    case 'h': usage_text(stdout); return 0;
+    default: usage_text(stderr); return 2;
+    }
+  }
+  if (o.connections < 1 || o.window < 1 || o.threads < 1 || o.devices < 1 || o.messages < 1 ||
+      o.duration <= 0) {
+    fprintf(stderr, "herald-bench: counts must be positive\n");
+    return 2;
+  }
+  if (strcmp(scenario, "ingest") == 0) return run_ingest(&o);
+  if (strcmp(scenario, "longpoll") == 0) return run_longpoll(&o);
+  fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
+  usage_text(stderr);
+  return 2;
+}
