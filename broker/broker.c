@@ -17,7 +17,7 @@
 #include "log.h"
 #include "plugin.h"
 
-#define SWEEP_MAX 10000 /* the store's per-op sweep bound: a full sweep means "run again" */
+#define SWEEP_MAX 2000 /* messages one sweep op deletes; a full sweep means "run again" */
 
 int64_t hd__now_ms(void) {
   struct timespec ts;
@@ -273,6 +273,8 @@ static void on_sweep_done(hd_op *op) {
   sweepctx *c = (sweepctx *)op;
   hd_broker *b = c->b;
   size_t n = op->status == 0 ? op->u.sweep.deleted : 0;
+  if (op->status)
+    hd__log(HD_LOG_WARN, "sweep_failed", "error=%s", hd_err_code(op->status));
   free(c);
   if (n) {
     hd__metric_add(b->m_expired, (double)n);
@@ -287,6 +289,7 @@ static void sweep_submit(hd_broker *b) {
   if (!c) return;
   c->b = b;
   c->op.kind = HD_OP_SWEEP;
+  c->op.u.sweep.max = SWEEP_MAX;
   c->op.done = on_sweep_done;
   if (hd__writer_submit(b->writer, &c->op)) free(c);
 }
@@ -427,7 +430,12 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "metrics: %s", hd_strerror(rc));
     return rc;
   }
-  if ((rc = hd__writer_start(loop, b->store, (size_t)b->cfg.store.max_batch, &b->writer))) {
+  /* Keep 1/16 of the map (at least 64 KiB) for deletes, so a full store can always be
+   * emptied by acks and expiry. */
+  uint64_t reserve = b->cfg.store.map_size / 16;
+  if (reserve < 65536) reserve = 65536;
+  if ((rc = hd__writer_start(loop, b->store, (size_t)b->cfg.store.max_batch, reserve,
+                             &b->writer))) {
     snprintf(err, errlen, "writer thread: %s", hd_strerror(rc));
     return rc;
   }

@@ -16,6 +16,9 @@ struct hd_watch {
   hd_router *r;
   hd_wake_cb cb;
   void *ud;
+  hd_watch *fire_next; /* detached by a wake-up, waiting for its callback */
+  int pending;         /* on a fire list: no longer linked */
+  int cancelled;       /* unwatched while pending: free it, do not call it */
   size_t nlinks;
   wlink links[]; /* [0] the device, then one per app */
 };
@@ -70,6 +73,8 @@ hd_watch *hd__router_watch(hd_router *r, uint64_t dev_num, const uint32_t *apps,
   w->r = r;
   w->cb = cb;
   w->ud = ud;
+  w->fire_next = NULL;
+  w->pending = w->cancelled = 0;
   w->nlinks = napps + 1;
   for (size_t i = 0; i < w->nlinks; i++) {
     wlink *l = &w->links[i];
@@ -87,37 +92,45 @@ hd_watch *hd__router_watch(hd_router *r, uint64_t dev_num, const uint32_t *apps,
 
 void hd__router_unwatch(hd_watch *w) {
   if (!w) return;
+  /* Detached by a wake-up in progress but not fired yet (another callback of that wake-up
+   * cancels it): its links are gone and the fire list still holds it. */
+  if (w->pending) {
+    w->cancelled = 1;
+    return;
+  }
   unlink_all(w->r, w);
   free(w);
 }
 
 /* Detach every watch on key into a private list first, then fire: callbacks may arm new
- * watches on the same key, and those must wait for the next commit. */
+ * watches on the same key, and those must wait for the next commit. The list is unbounded:
+ * firing in rounds and rescanning would pick up the re-armed watches and never end. */
 static void wake_key(hd_router *r, uint64_t key) {
   wlink *h = &r->b[mix(key) & (r->nb - 1)].head;
-  hd_watch *fire[64];
-  for (;;) {
-    size_t n = 0;
-    for (wlink *l = h->next; l != h && n < 64;) {
-      wlink *next = l->next;
-      if (l->key == key) {
-        hd_watch *w = l->w;
-        /* Skip links of a watch already collected: unlinking it removed them all, and `next`
-         * may have been one of them, so restart the scan from the head in that case. */
-        unlink_all(r, w);
-        fire[n++] = w;
-        next = h->next;
-      }
-      l = next;
+  hd_watch *fire = NULL, **tail = &fire;
+  for (wlink *l = h->next; l != h;) {
+    wlink *next = l->next;
+    if (l->key == key) {
+      hd_watch *w = l->w;
+      /* Unlinking w removes all its links (it may have several in this bucket): step past
+       * those so that `next` is still in the list afterwards. */
+      while (next != h && next->w == w) next = next->next;
+      unlink_all(r, w);
+      w->pending = 1;
+      w->fire_next = NULL;
+      *tail = w;
+      tail = &w->fire_next;
     }
-    for (size_t i = 0; i < n; i++) {
-      hd_watch *w = fire[i];
-      hd_wake_cb cb = w->cb;
-      void *ud = w->ud;
-      free(w);
-      cb(ud);
-    }
-    if (n < 64) break;
+    l = next;
+  }
+  while (fire) {
+    hd_watch *w = fire;
+    hd_wake_cb cb = w->cb;
+    void *ud = w->ud;
+    int cancelled = w->cancelled;
+    fire = w->fire_next;
+    free(w);
+    if (!cancelled) cb(ud);
   }
 }
 

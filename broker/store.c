@@ -509,31 +509,99 @@ int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *i
 }
 
 int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted) {
-  MDB_cursor *c;
-  int rc = mdb_cursor_open(t, s->dbi[DB_EXPIRY], &c);
   *deleted = 0;
-  if (rc) return merr(rc);
-  MDB_val k, v;
-  /* Collect first, delete after: msg_delete removes the expiry row under the cursor. */
-  struct { uint64_t seq; uint32_t app; uint64_t dev; } due[256];
-  size_t n = 0;
-  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < 256 && n < max;
-       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 16 || (int64_t)rd64(k.mv_data) > now_ms) break;
-    if (v.mv_size != 12) continue;
-    due[n].seq = rd64((const unsigned char *)k.mv_data + 8);
-    due[n].app = rd32(v.mv_data);
-    due[n].dev = rd64((const unsigned char *)v.mv_data + 4);
-    n++;
-  }
-  mdb_cursor_close(c);
-  if (rc && rc != MDB_NOTFOUND) return merr(rc);
-  for (size_t i = 0; i < n; i++) {
-    rc = msg_delete(s, t, due[i].app, due[i].dev, due[i].seq);
-    if (rc == 0) (*deleted)++;
-    else if (rc != HD_ENOTFOUND) return rc;
+  /* Collect a chunk, then delete it: msg_delete removes the expiry row under the cursor. */
+  struct { uint64_t seq, exp; uint32_t app; uint64_t dev; } due[256];
+  while (*deleted < max) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    size_t n = 0, cap = max - *deleted < 256 ? max - *deleted : 256;
+    int rc = mdb_cursor_open(t, s->dbi[DB_EXPIRY], &c);
+    if (rc) return merr(rc);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < cap;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      if (k.mv_size != 16 || (int64_t)rd64(k.mv_data) > now_ms) break;
+      if (v.mv_size != 12) continue;
+      due[n].exp = rd64(k.mv_data);
+      due[n].seq = rd64((const unsigned char *)k.mv_data + 8);
+      due[n].app = rd32(v.mv_data);
+      due[n].dev = rd64((const unsigned char *)v.mv_data + 4);
+      n++;
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND) return merr(rc);
+    if (n == 0) break;
+    for (size_t i = 0; i < n; i++) {
+      rc = msg_delete(s, t, due[i].app, due[i].dev, due[i].seq);
+      if (rc && rc != HD_ENOTFOUND) return rc;
+      if (rc == HD_ENOTFOUND) {
+        /* An expiry row without its message (it should not happen: they go together): drop it
+         * so the sweep cannot stall on it. */
+        unsigned char eb[16];
+        expiry_key(eb, (int64_t)due[i].exp, due[i].seq);
+        MDB_val ek = MV(eb, 16);
+        if ((rc = mdb_del(t, s->dbi[DB_EXPIRY], &ek, NULL)) && rc != MDB_NOTFOUND) return merr(rc);
+        continue;
+      }
+      (*deleted)++;
+    }
+    if (n < cap) break;
   }
   return 0;
+}
+
+uint64_t hd__store_pub_cost(hd_store *s, size_t data_len, size_t collapse_len) {
+  MDB_stat st;
+  uint64_t psize = mdb_env_stat(s->env, &st) == 0 ? st.ms_psize : 4096;
+  uint64_t rec = MSG_HDR + data_len + collapse_len;
+  /* Values over about half a page go to overflow pages, whole pages each; small ones share a
+   * leaf. Add the expiry and collapse rows and a copy-on-write path of a few pages. */
+  uint64_t body = rec > psize / 2 ? (rec + 16 + psize - 1) / psize * psize : rec + 64;
+  return body + 4 * psize;
+}
+
+int hd__store_room(hd_store *s, uint64_t want, uint64_t *room) {
+  MDB_envinfo info;
+  MDB_stat st;
+  int rc = mdb_env_info(s->env, &info);
+  if (!rc) rc = mdb_env_stat(s->env, &st);
+  if (rc) return merr(rc);
+  uint64_t psize = st.ms_psize;
+  uint64_t total = info.me_mapsize / psize, used = info.me_last_pgno + 1;
+  uint64_t tail = total > used ? (total - used) * psize : 0;
+  *room = tail;
+  if (tail >= want) return 0;
+  /* Short on never-used pages: count the free list (database 0), whose values are page
+   * lists that start with their length. LMDB forbids cursors on it inside a write
+   * transaction, hence the read transaction. Pages an old reader still sees are counted too,
+   * so this errs towards optimism; LMDB's own map-full error stays the last line of defence. */
+  MDB_txn *t;
+  MDB_cursor *c;
+  if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t))) return merr(rc);
+  if ((rc = mdb_cursor_open(t, 0, &c))) {
+    mdb_txn_abort(t);
+    return merr(rc);
+  }
+  MDB_val k, v;
+  uint64_t freepages = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    if (v.mv_size >= sizeof(size_t)) freepages += *(const size_t *)v.mv_data;
+  mdb_cursor_close(c);
+  mdb_txn_abort(t);
+  *room = tail + freepages * psize;
+  return 0;
+}
+
+int hd__store_touch(hd_store *s) {
+  MDB_txn *t;
+  int rc = mdb_txn_begin(s->env, NULL, 0, &t);
+  if (rc) return merr(rc);
+  rc = meta_put_u64(s, t, "touch", meta_u64(s, t, "touch") + 1);
+  if (rc) {
+    mdb_txn_abort(t);
+    return rc;
+  }
+  return merr(mdb_txn_commit(t));
 }
 
 /* ---- read side ---- */

@@ -103,6 +103,17 @@ int hd__store_w_is_registered(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_
  * idempotent). *acked counts the ids that took effect. */
 int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *ids, size_t n,
                     int64_t now_ms, size_t *acked);
+/* Bytes the map can still hand out: its never-used tail, plus (only when the tail is shorter
+ * than `want`, since it costs a scan) the pages on LMDB's free list. Opens its own read
+ * transaction: call it with no write transaction open in this thread. */
+int hd__store_room(hd_store *s, uint64_t want, uint64_t *room);
+/* Commit an otherwise empty change. LMDB reuses pages freed by transaction N only from
+ * transaction N+2 on, and aborted transactions do not count: after a failure for lack of
+ * space, this makes the space that deletes just freed usable again. */
+int hd__store_touch(hd_store *s);
+/* What a publish of these sizes costs in map space, pessimistically (page rounding, index rows,
+ * copy-on-write of the B-tree path). */
+uint64_t hd__store_pub_cost(hd_store *s, size_t data_len, size_t collapse_len);
 /* Delete up to `max` messages that expired before now_ms. *deleted counts them. */
 int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted);
 

@@ -273,6 +273,9 @@ int hd__token_verify(const hd_tenants *ts, const char *device_id, const char *to
     return HD_EAUTH;
   memcpy(name, token, (size_t)(dot1 - token));
   name[dot1 - token] = 0;
+  /* Only the canonical spelling (what mint writes): strtoul alone would also take a sign,
+   * leading spaces or zeros, and wrap "-18446744073709551615" to 1: one MAC, many tokens. */
+  if (dot1[1] < '1' || dot1[1] > '9') return HD_EAUTH;
   char *end;
   errno = 0;
   unsigned long g = strtoul(dot1 + 1, &end, 10);

@@ -7,11 +7,13 @@
 #include <time.h>
 
 #include "herald/error.h"
+#include "log.h"
 
 struct hd_writer {
   uv_loop_t *loop;
   hd_store *store;
   size_t max_batch;
+  uint64_t reserve;
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -128,7 +130,9 @@ static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
   case HD_OP_ACK:
     return hd__store_w_ack(s, t, op->u.ack.dev_num, op->u.ack.ids, op->u.ack.n, now,
                            &op->u.ack.acked);
-  case HD_OP_SWEEP: return hd__store_w_sweep(s, t, now, 10000, &op->u.sweep.deleted);
+  case HD_OP_SWEEP:
+    return hd__store_w_sweep(s, t, now, op->u.sweep.max ? op->u.sweep.max : 1000,
+                             &op->u.sweep.deleted);
   case HD_OP_TENANT: return apply_tenant(s, t, op);
   }
   return HD_EINVAL;
@@ -136,15 +140,46 @@ static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
 
 /* Apply a batch in one transaction; on a poisoning error replay it op by op in nested
  * transactions. Sets every op's status. Returns 0, or the error that lost the whole batch. */
+/* Refuse a publish that would eat into the reserve; *room is what the batch has left, or
+ * UINT64_MAX when the map is far from full (nothing to track). */
+static int over_reserve(hd_writer *w, hd_op *op, uint64_t *room) {
+  if (op->kind != HD_OP_PUBLISH || *room == UINT64_MAX) return 0;
+  uint64_t cost = hd__store_pub_cost(w->store, op->u.pub.data_len, op->u.pub.collapse_len);
+  if (*room < w->reserve + cost) {
+    op->reason = "message store is full";
+    return 1;
+  }
+  *room -= cost;
+  return 0;
+}
+
+/* What the batch may use before it reaches the reserve (UINT64_MAX: plenty, do not track). */
+static uint64_t batch_room(hd_writer *w, hd_op *batch) {
+  uint64_t need = 0;
+  if (!w->reserve) return UINT64_MAX;
+  for (hd_op *op = batch; op; op = op->next)
+    if (op->kind == HD_OP_PUBLISH)
+      need += hd__store_pub_cost(w->store, op->u.pub.data_len, op->u.pub.collapse_len);
+  if (!need) return UINT64_MAX;
+  uint64_t room;
+  if (hd__store_room(w->store, w->reserve + need, &room)) return UINT64_MAX;
+  return room >= w->reserve + need ? UINT64_MAX : room;
+}
+
 static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *replayed) {
-  hd_store *s = w ? w->store : NULL;
+  hd_store *s = w->store;
   MDB_txn *t;
   int64_t now = now_ms();
+  uint64_t room0 = batch_room(w, batch), room = room0;
   int rc = hd__store_wbegin(s, NULL, &t);
   *replayed = 0;
   if (rc) goto fail_all;
   int poisoned = 0;
   for (hd_op *op = batch; op; op = op->next) {
+    if (over_reserve(w, op, &room)) {
+      op->status = HD_EFULL;
+      continue;
+    }
     op->status = apply(s, t, op, now);
     if (poisons(op->status)) {
       poisoned = 1;
@@ -155,8 +190,13 @@ static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *re
     mdb_txn_abort(t);
     *replayed = 1;
     if ((rc = hd__store_wbegin(s, NULL, &t))) goto fail_all;
+    room = room0;
     for (hd_op *op = batch; op; op = op->next) {
       MDB_txn *child;
+      if (over_reserve(w, op, &room)) {
+        op->status = HD_EFULL;
+        continue;
+      }
       if ((rc = hd__store_wbegin(s, t, &child))) {
         op->status = rc;
         continue;
@@ -170,6 +210,11 @@ static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *re
   rc = hd_err_from_mdb(mdb_txn_commit(t));
   *commit_ns = mono_ns() - t0;
   if (rc) goto fail_all;
+  for (hd_op *op = batch; op; op = op->next)
+    if (op->status == HD_EFULL) {
+      hd__store_touch(s); /* let the next batch reuse what deletes just freed */
+      break;
+    }
   return 0;
 fail_all:
   /* Nothing of this batch is durable: every op fails, none may be acknowledged. */
@@ -234,12 +279,14 @@ static void deliver_results(hd_writer *w) {
 
 static void on_async(uv_async_t *a) { deliver_results(a->data); }
 
-int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, hd_writer **out) {
+int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_t reserve,
+                     hd_writer **out) {
   hd_writer *w = calloc(1, sizeof *w);
   if (!w) return HD_ENOMEM;
   w->loop = loop;
   w->store = store;
   w->max_batch = max_batch ? max_batch : 4096;
+  w->reserve = reserve;
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   int rc = uv_async_init(loop, &w->async, on_async);

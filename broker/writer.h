@@ -86,6 +86,7 @@ struct hd_op {
       size_t acked;            /* result */
     } ack;
     struct {
+      size_t max;              /* most messages to delete in this op */
       size_t deleted;          /* result */
     } sweep;
     struct {
@@ -108,7 +109,10 @@ typedef struct hd_writer_stats {
 } hd_writer_stats;
 
 /* Start the writer thread. done() callbacks run on `loop`. */
-int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, hd_writer **out);
+/* reserve: bytes of the map kept free for deletes (acks, expiry, collapse): a publish that
+ * would eat into it fails with HD_EFULL, so a full store can always be emptied again. */
+int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_t reserve,
+                     hd_writer **out);
 /* Queue an op (loop thread). Returns HD_ECLOSED once stopping; done() is then not called. */
 int hd__writer_submit(hd_writer *w, hd_op *op);
 /* Run an op synchronously on the calling thread in its own transaction (start-up only, before
