@@ -10,7 +10,7 @@
 
 #include "herald/error.h"
 
-#define HD_STORE_SCHEMA 1
+#define HD_STORE_SCHEMA 2 /* 2: ack rows carry the app */
 #define HD_STORE_MAX_REGS 256 /* apps one device may register for */
 #define MSG_HDR 32
 
@@ -25,7 +25,7 @@ enum {
   DB_APP_DEVS,  /* app_num(4) dev_num(8) -> "" */
   DB_LOG,       /* app_num(4) seq(8) -> message */
   DB_DIRECT,    /* dev_num(8) seq(8) -> message */
-  DB_ACKS,      /* dev_num(8) seq(8) -> "" */
+  DB_ACKS,      /* dev_num(8) app_num(4) seq(8) -> "" */
   DB_COLLAPSE,  /* app_num(4) dev_num(8) key -> seq(8) */
   DB_EXPIRY,    /* expires_ms(8) seq(8) -> app_num(4) dev_num(8) */
   DB_COUNT
@@ -422,17 +422,25 @@ int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app
   return merr(mdb_put(t, s->dbi[DB_APP_DEVS], &ak, &av, 0));
 }
 
+/* An ack row: per device and app, so the floor can drop every row below it with one range
+ * delete, including rows of messages that collapse or expiry removed meanwhile. */
+static void ack_key(unsigned char *k, uint64_t dev_num, uint32_t app_num, uint64_t seq) {
+  be64(k, dev_num);
+  be32(k + 8, app_num);
+  be64(k + 12, seq);
+}
+
 static void dseq_key(unsigned char *k, uint64_t dev_num, uint64_t seq) {
   be64(k, dev_num);
   be64(k + 8, seq);
 }
 
-/* Raise the device's floor for one app over every message that is acked or expired, deleting
- * the ack rows it passes: the acks table only ever holds acks above the floor. */
+/* Raise the device's floor for one app over every message that is acked or expired, then drop
+ * the ack rows at or below the new floor: the acks table only ever holds acks above it. */
 static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *r,
                          int64_t now_ms) {
   MDB_cursor *c;
-  unsigned char kb[12], ab[16];
+  unsigned char kb[12], ab[20];
   int rc = mdb_cursor_open(t, s->dbi[DB_LOG], &c);
   if (rc) return merr(rc);
   uint64_t floor = r->floor;
@@ -445,9 +453,9 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
     uint64_t seq = rd64((const unsigned char *)k.mv_data + 4);
     hd_store_msg m;
     if (msg_decode(seq, &v, &m)) break;
-    dseq_key(ab, dev_num, seq);
-    MDB_val akey = MV(ab, 16);
-    int arc = mdb_del(t, s->dbi[DB_ACKS], &akey, NULL);
+    ack_key(ab, dev_num, r->app_num, seq);
+    MDB_val akey = MV(ab, 20), av;
+    int arc = mdb_get(t, s->dbi[DB_ACKS], &akey, &av);
     if (arc == MDB_NOTFOUND) {
       if (m.expires_ms > now_ms) break; /* first message still pending: the floor stops */
     } else if (arc) {
@@ -459,6 +467,21 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return merr(rc);
   if (floor == r->floor) return 0;
+  /* Every ack row of this device and app up to the floor goes, whether its message is still
+   * in the log or was collapsed or swept since. */
+  if ((rc = mdb_cursor_open(t, s->dbi[DB_ACKS], &c))) return merr(rc);
+  ack_key(ab, dev_num, r->app_num, 0);
+  k = MV(ab, 20);
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    const unsigned char *kp = k.mv_data;
+    if (k.mv_size != 20 || rd64(kp) != dev_num || rd32(kp + 8) != r->app_num ||
+        rd64(kp + 12) > floor)
+      break;
+    if ((rc = mdb_cursor_del(c, 0))) break;
+  }
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return merr(rc);
   r->floor = floor;
   unsigned char rk[12], fb[8];
   reg_key(rk, dev_num, r->app_num);
@@ -485,14 +508,14 @@ int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *i
     if (rc != HD_ENOTFOUND) return rc;
     for (size_t r = 0; r < nregs; r++) {
       if (seq <= regs[r].floor) continue;
-      unsigned char kb[12], ab[16];
+      unsigned char kb[12], ab[20];
       MDB_val k, v;
       msg_key(s, regs[r].app_num, 0, seq, kb, &k);
       rc = mdb_get(t, s->dbi[DB_LOG], &k, &v);
       if (rc == MDB_NOTFOUND) continue;
       if (rc) return merr(rc);
-      dseq_key(ab, dev_num, seq);
-      MDB_val akey = MV(ab, 16), aval = MV("", 0);
+      ack_key(ab, dev_num, regs[r].app_num, seq);
+      MDB_val akey = MV(ab, 20), aval = MV("", 0);
       rc = mdb_put(t, s->dbi[DB_ACKS], &akey, &aval, MDB_NOOVERWRITE);
       if (rc == 0) {
         (*acked)++;
@@ -690,9 +713,9 @@ static int src_settle(hd_store *s, MDB_txn *t, src *x, uint64_t dev_num, int64_t
     if (msg_decode(seq, v, &x->m)) continue;
     if (x->m.expires_ms <= now_ms) continue;
     if (x->app_num) {
-      unsigned char ab[16];
-      MDB_val akey = MV(ab, 16), av;
-      dseq_key(ab, dev_num, seq);
+      unsigned char ab[20];
+      MDB_val akey = MV(ab, 20), av;
+      ack_key(ab, dev_num, x->app_num, seq);
       int arc = mdb_get(t, s->dbi[DB_ACKS], &akey, &av);
       if (arc == 0) continue;
       if (arc != MDB_NOTFOUND) return merr(arc);

@@ -44,8 +44,11 @@ static int poisons(int status) {
 }
 
 static int apply_publish(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
-  int rc = hd__store_w_app(s, t, op->u.pub.tenant_num, op->u.pub.appid, op->u.pub.create_app,
-                           &op->u.pub.app_num);
+  /* Validate before writing anything: an op that fails must leave no trace in the batch's
+   * transaction (a direct message to an unknown device must not create its app). */
+  int rc = hd__store_w_app(s, t, op->u.pub.tenant_num, op->u.pub.appid, 0, &op->u.pub.app_num);
+  if (rc == HD_ENOTFOUND && op->u.pub.create_app && !op->u.pub.to)
+    rc = hd__store_w_app(s, t, op->u.pub.tenant_num, op->u.pub.appid, 1, &op->u.pub.app_num);
   if (rc) {
     op->reason = rc == HD_ENOTFOUND ? "no such app" : NULL;
     return rc;
