@@ -236,7 +236,7 @@ static void on_ack_done(hd_op *op) {
     hd__metric_add(c->b->m_acks, (double)op->u.ack.acked);
     hd__events_acked(c->b->events, c->tenant->name, c->device, op->u.ack.acked);
   }
-  c->cb(c->ud, op->status);
+  c->cb(c->ud, op->status ? op->status : (int)op->u.ack.acked);
   free(c);
 }
 

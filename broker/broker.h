@@ -85,7 +85,8 @@ typedef void (*hd_register_cb)(void *ud, int status, const char *device_id, cons
                                const char *reason);
 void hd__broker_register(hd_broker *b, const hd_regreq *req, hd_register_cb cb, void *ud);
 
-/* Acknowledge ids for a device; cb(ud, status) after the commit. ids are copied; tenant and
+/* Acknowledge ids for a device; cb(ud, status) after the commit, status being the number of
+ * ids that took effect or a negative HD_E*. ids are copied; tenant and
  * device name the device in the "acked" event and must outlive the call only. */
 int hd__broker_ack(hd_broker *b, const hd_tenant *tenant, const char *device, uint64_t dev_num,
                    const uint64_t *ids, size_t n, void (*cb)(void *ud, int status), void *ud);

@@ -67,6 +67,14 @@ static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) {
   msgpack_pack_uint64(pk, v);
 }
 
+/* Message ids travel as decimal strings everywhere (HTTP, ZeroMQ replies, events): a u64 does
+ * not fit every client's number type. */
+static void pk_kv_id(msgpack_packer *pk, const char *k, uint64_t v) {
+  char b[24];
+  snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+  pk_kv_str(pk, k, b);
+}
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -100,9 +108,10 @@ void hd__events_published(hd_events *e, const char *tenant, const char *app, uin
   msgpack_packer pk = begin(e, "published", 5);
   pk_kv_str(&pk, "tenant", tenant);
   pk_kv_str(&pk, "app", app);
-  pk_kv_u64(&pk, "id", id);
+  pk_kv_id(&pk, "id", id);
   pk_kv_str(&pk, "to", to);
-  pk_kv_u64(&pk, "replaced", replaced);
+  if (replaced) pk_kv_id(&pk, "replaced", replaced);
+  else pk_kv_str(&pk, "replaced", NULL);
   send_event(e, tenant, "published");
 }
 
@@ -138,7 +147,7 @@ void hd__events_delivery(hd_events *e, const char *transport, const char *result
   msgpack_packer pk = begin(e, "delivery", 7);
   pk_kv_str(&pk, "transport", transport);
   pk_kv_str(&pk, "result", result);
-  pk_kv_u64(&pk, "id", id);
+  pk_kv_id(&pk, "id", id);
   pk_kv_str(&pk, "app", app);
   pk_kv_str(&pk, "to", to);
   pk_kv_u64(&pk, "attempt", attempt);

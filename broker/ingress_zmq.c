@@ -143,7 +143,8 @@ static int parse_body(zreq *r, const char *body, size_t len, const char **why) {
     else if (KEY_IS("to")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->to;
     else if (KEY_IS("collapse")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->collapse;
     else if (KEY_IS("ttl")) {
-      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX) {
+      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
+          v->via.u64 <= INT64_MAX) {
         r->ttl = (int64_t)v->via.u64;
       } else if (v->type != MSGPACK_OBJECT_NIL) {
         *why = "ttl must be a positive integer (seconds)";

@@ -251,12 +251,13 @@ typedef struct ack_req {
 
 static void on_acked(void *ud, int status) {
   ack_req *a = ud;
-  if (status) {
+  if (status < 0) {
     a->t->h->http_reply_error(a->req, status, NULL);
   } else {
+    /* The count that took effect: repeated, unknown or foreign ids are not acks. */
     char body[64];
-    int n = snprintf(body, sizeof body, "{\"acked\":%zu}", a->n);
-    a->t->h->metric_add(a->t->m_acks, (double)a->n);
+    int n = snprintf(body, sizeof body, "{\"acked\":%d}", status);
+    a->t->h->metric_add(a->t->m_acks, (double)status);
     a->t->h->http_reply(a->req, 200, "application/json", body, (size_t)n);
   }
   free(a);

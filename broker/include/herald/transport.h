@@ -88,7 +88,8 @@ typedef struct hd_metric hd_metric;
 
 /* Called when a watched device may have new messages; the watch is spent afterwards. */
 typedef void (*hd_wake_cb)(void *ud);
-/* Called when an ack has been committed (status 0) or failed (negative HD_E*). */
+/* Called when an ack has been committed: status is the number of ids that took effect
+ * (unknown, foreign and already acked ids do not count), or a negative HD_E* on failure. */
 typedef void (*hd_ack_cb)(void *ud, int status);
 /* Called for an HTTP request matching a route the plugin registered. */
 typedef void (*hd_http_handler)(void *ud, hd_http_req *req);
