@@ -453,20 +453,7 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "http routes: %s", hd_strerror(rc));
     return rc;
   }
-  if (b->cfg.plugins.dir) {
-    snprintf(b->plugin_dir, sizeof b->plugin_dir, "%s", b->cfg.plugins.dir);
-  } else {
-    /* Next to the executable: works in the build tree and in an installed prefix alike. */
-    char exe[4000];
-    size_t n = sizeof exe;
-    if (uv_exepath(exe, &n) == 0) {
-      char *slash = strrchr(exe, '/');
-      if (slash) *slash = 0;
-      snprintf(b->plugin_dir, sizeof b->plugin_dir, "%s/transports", exe);
-    } else {
-      snprintf(b->plugin_dir, sizeof b->plugin_dir, "transports");
-    }
-  }
+  hd__plugin_dir(&b->cfg, b->plugin_dir, sizeof b->plugin_dir);
   if ((rc = hd__plugins_load(b, err, errlen))) return rc;
   return 0;
 }

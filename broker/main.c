@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "herald/error.h"
 #include "log.h"
+#include "plugin.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -61,6 +62,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (check) {
+    if (hd__plugins_check(&cfg, err, sizeof err)) {
+      fprintf(stderr, "heraldd: %s\n", err);
+      hd__config_free(&cfg);
+      return 1;
+    }
     printf("%s: ok\n", cfg.source);
     hd__config_free(&cfg);
     return 0;

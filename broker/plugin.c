@@ -93,26 +93,94 @@ static int split_apps(hd_plugin *p, const char *v) {
   return 0;
 }
 
-static int load_one(hd_broker *b, hd_plugins *ps, const char *name, char *err, size_t errlen) {
-  char file[4200];
-  snprintf(file, sizeof file, "%s/%s.so", b->plugin_dir, name);
-  void *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
-  if (!dl) {
+void hd__plugin_dir(const hd_config *cfg, char *buf, size_t len) {
+  if (cfg->plugins.dir) {
+    snprintf(buf, len, "%s", cfg->plugins.dir);
+    return;
+  }
+  /* Next to the executable: works in the build tree and in an installed prefix alike. */
+  char exe[4000];
+  size_t n = sizeof exe;
+  if (uv_exepath(exe, &n) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(buf, len, "%s/transports", exe);
+  } else {
+    snprintf(buf, len, "transports");
+  }
+}
+
+/* Open <dir>/<name>.so and check its exported ops; *dl and *ops on success. */
+static int open_checked(const char *dir, const char *name, void **dl, const hd_transport_ops **ops,
+                        char *file, size_t filelen, char *err, size_t errlen) {
+  snprintf(file, filelen, "%s/%s.so", dir, name);
+  *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (!*dl) {
     snprintf(err, errlen, "%s: cannot load: %s", file, dlerror());
     return HD_ECONFIG;
   }
-  const hd_transport_ops *o = dlsym(dl, HD_TRANSPORT_SYMBOL);
-  if (!o) {
+  *ops = dlsym(*dl, HD_TRANSPORT_SYMBOL);
+  if (!*ops) {
     snprintf(err, errlen, "%s: no '%s' symbol: not a Herald transport", file,
              HD_TRANSPORT_SYMBOL);
-    dlclose(dl);
+    dlclose(*dl);
     return HD_EABI;
   }
-  int rc = check_ops(o, file, name, err, errlen);
-  if (rc) {
-    dlclose(dl);
-    return rc;
+  int rc = check_ops(*ops, file, name, err, errlen);
+  if (rc) dlclose(*dl);
+  return rc;
+}
+
+/* Every key of the transport's section must be one it declares (or the host's `apps`). */
+static int check_keys(const hd_config *cfg, const hd_transport_ops *o, const char *name,
+                      char *err, size_t errlen) {
+  const hd_conf_section *sec = hd__config_transport(cfg, name);
+  for (size_t i = 0; sec && i < sec->nkv; i++)
+    if (!key_allowed(o, sec->kv[i].key)) {
+      snprintf(err, errlen, "%s:%d: unknown key '%s' in [transport %s]", cfg->source,
+               sec->kv[i].line, sec->kv[i].key, name);
+      return HD_ECONFIG;
+    }
+  return 0;
+}
+
+/* A section for a transport that is not loaded is almost always a typo. */
+static int check_sections(const hd_config *cfg, char *err, size_t errlen) {
+  for (size_t i = 0; i < cfg->ntransports; i++) {
+    int found = 0;
+    for (size_t j = 0; j < cfg->plugins.nload; j++)
+      if (strcmp(cfg->plugins.load[j], cfg->transports[i].name) == 0) found = 1;
+    if (!found) {
+      snprintf(err, errlen, "%s:%d: [transport %s] but '%s' is not in [plugins] load",
+               cfg->source, cfg->transports[i].line, cfg->transports[i].name,
+               cfg->transports[i].name);
+      return HD_ECONFIG;
+    }
   }
+  return 0;
+}
+
+int hd__plugins_check(const hd_config *cfg, char *err, size_t errlen) {
+  char dir[4096], file[4200];
+  hd__plugin_dir(cfg, dir, sizeof dir);
+  int rc = check_sections(cfg, err, errlen);
+  for (size_t i = 0; rc == 0 && i < cfg->plugins.nload; i++) {
+    void *dl;
+    const hd_transport_ops *o;
+    if ((rc = open_checked(dir, cfg->plugins.load[i], &dl, &o, file, sizeof file, err, errlen)))
+      break;
+    rc = check_keys(cfg, o, cfg->plugins.load[i], err, errlen);
+    dlclose(dl);
+  }
+  return rc;
+}
+
+static int load_one(hd_broker *b, hd_plugins *ps, const char *name, char *err, size_t errlen) {
+  char file[4200];
+  void *dl;
+  const hd_transport_ops *o;
+  int rc = open_checked(b->plugin_dir, name, &dl, &o, file, sizeof file, err, errlen);
+  if (rc) return rc;
   hd_plugin *p = calloc(1, sizeof *p);
   if (!p) {
     dlclose(dl);
@@ -126,21 +194,15 @@ static int load_one(hd_broker *b, hd_plugins *ps, const char *name, char *err, s
   p->conf = hd__config_transport(&b->cfg, name);
   pthread_mutex_init(&p->post_mu, NULL);
   ps->v[ps->n++] = p;
-  if (p->conf) {
-    for (size_t i = 0; i < p->conf->nkv; i++) {
-      if (!key_allowed(o, p->conf->kv[i].key)) {
-        snprintf(err, errlen, "%s:%d: unknown key '%s' in [transport %s]", b->cfg.source,
-                 p->conf->kv[i].line, p->conf->kv[i].key, name);
-        return HD_ECONFIG;
-      }
-      if (strcmp(p->conf->kv[i].key, "apps") == 0 && (rc = split_apps(p, p->conf->kv[i].value)))
-        return rc;
-    }
-  }
+  if ((rc = check_keys(&b->cfg, o, name, err, errlen))) return rc;
+  for (size_t i = 0; p->conf && i < p->conf->nkv; i++)
+    if (strcmp(p->conf->kv[i].key, "apps") == 0 && (rc = split_apps(p, p->conf->kv[i].value)))
+      return rc;
   if ((rc = uv_async_init(b->loop, &p->async, on_post))) return hd_err_from_uv(rc);
   p->async.data = p;
   if ((rc = o->create(hd__host_table(), p, &p->state))) {
-    snprintf(err, errlen, "transport %s: create failed: %s", name, hd_strerror(rc));
+    snprintf(err, errlen, "transport %s: create failed: %s (see its log line above)", name,
+             hd_strerror(rc));
     return rc;
   }
   p->created = 1;
@@ -156,23 +218,10 @@ int hd__plugins_load(hd_broker *b, char *err, size_t errlen) {
   b->plugins = ps;
   ps->v = calloc(b->cfg.plugins.nload + 1, sizeof *ps->v);
   if (!ps->v) return HD_ENOMEM;
-  /* A section for a transport that is not loaded is almost always a typo. */
-  for (size_t i = 0; i < b->cfg.ntransports; i++) {
-    int found = 0;
-    for (size_t j = 0; j < b->cfg.plugins.nload; j++)
-      if (strcmp(b->cfg.plugins.load[j], b->cfg.transports[i].name) == 0) found = 1;
-    if (!found) {
-      snprintf(err, errlen, "%s:%d: [transport %s] but '%s' is not in [plugins] load",
-               b->cfg.source, b->cfg.transports[i].line, b->cfg.transports[i].name,
-               b->cfg.transports[i].name);
-      return HD_ECONFIG;
-    }
-  }
-  for (size_t i = 0; i < b->cfg.plugins.nload; i++) {
-    int rc = load_one(b, ps, b->cfg.plugins.load[i], err, errlen);
-    if (rc) return rc;
-  }
-  return 0;
+  int rc = check_sections(&b->cfg, err, errlen);
+  for (size_t i = 0; rc == 0 && i < b->cfg.plugins.nload; i++)
+    rc = load_one(b, ps, b->cfg.plugins.load[i], err, errlen);
+  return rc;
 }
 
 int hd__plugins_start(hd_plugins *ps, char *err, size_t errlen) {

@@ -34,6 +34,11 @@ typedef struct hd_offer {
   size_t data_len;
 } hd_offer;
 
+/* The directory transports load from: [plugins] dir, else <directory of heraldd>/transports. */
+void hd__plugin_dir(const hd_config *cfg, char *buf, size_t len);
+/* For heraldd --check: open every transport the config loads, check its ABI and the keys of
+ * its [transport] section, and close it again, without creating or starting anything. */
+int hd__plugins_check(const hd_config *cfg, char *err, size_t errlen);
 int hd__plugins_load(hd_broker *b, char *err, size_t errlen);
 int hd__plugins_start(hd_plugins *ps, char *err, size_t errlen);
 void hd__plugins_offer(hd_plugins *ps, const hd_offer *o);

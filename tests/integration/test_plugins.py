@@ -119,6 +119,20 @@ class LoaderRefusals(unittest.TestCase):
             self.assertNotEqual(code, 0)
             self.assertRegex(err, r"herald\.conf:11: unknown key 'max_wiat' in \[transport longpoll\]")
 
+    def test_check_mode_validates_transport_sections(self):
+        with tempfile.TemporaryDirectory() as d:
+            conf = write_conf(d, "[plugins]\nload = longpoll\n[transport longpoll]\nmax_wiat = 3\n")
+            p = subprocess.run([HERALDD, "-c", conf, "--check"], capture_output=True, text=True,
+                               timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertRegex(p.stderr, r"herald\.conf:10: unknown key 'max_wiat'")
+            self.assertFalse(os.path.exists(os.path.join(d, "data")), "--check must not write")
+            conf = write_conf(d, f"[plugins]\ndir = {BUILD}/test-plugins\nload = bad_major\n")
+            p = subprocess.run([HERALDD, "-c", conf, "--check"], capture_output=True, text=True,
+                               timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("transport ABI major 2", p.stderr)
+
     def test_section_for_unloaded_transport(self):
         with tempfile.TemporaryDirectory() as d:
             conf = write_conf(d, "[plugins]\nload = longpoll\n[transport example]\nfile = /dev/null\n")
