@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <zmq.h>
 
 #include "api.h"
+#include "clock.h"
 #include "events.h"
 #include "herald/error.h"
 #include "http.h"
@@ -19,17 +19,7 @@
 
 #define SWEEP_MAX 2000 /* messages one sweep op deletes; a full sweep means "run again" */
 
-int64_t hd__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+int64_t hd__now_ms(void) { return hd__wall_ms(); }
 
 /* ---- publish ---- */
 typedef struct pubctx {
@@ -54,7 +44,7 @@ static void pubctx_free(pubctx *c) {
 static void on_publish_done(hd_op *op) {
   pubctx *c = (pubctx *)op;
   hd_broker *b = c->b;
-  double secs = (double)(mono_ns() - op->submitted_ns) / 1e9;
+  double secs = (double)(hd__mono_ns() - op->submitted_ns) / 1e9;
   hd__metric_observe(b->m_commit_seconds, secs);
   if (op->status == 0) {
     hd__metric_add(c->ingress == HD_INGRESS_ZMQ ? b->m_pub_ok_zmq : b->m_pub_ok_http, 1);

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "herald/error.h"
 
 struct hd_events {
@@ -75,11 +75,6 @@ static void pk_kv_id(msgpack_packer *pk, const char *k, uint64_t v) {
   pk_kv_str(pk, k, b);
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Begin a map of n+2 entries with "event" and "ts" already in it. */
 static msgpack_packer begin(hd_events *e, const char *kind, size_t n) {
@@ -89,7 +84,7 @@ static msgpack_packer begin(hd_events *e, const char *kind, size_t n) {
   msgpack_pack_map(&pk, n + 2);
   pk_kv_str(&pk, "event", kind);
   pk_str(&pk, "ts");
-  msgpack_pack_int64(&pk, now_ms());
+  msgpack_pack_int64(&pk, hd__wall_ms());
   return pk;
 }
 

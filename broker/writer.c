@@ -4,8 +4,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "herald/error.h"
 #include "log.h"
 
@@ -26,17 +26,6 @@ struct hd_writer {
   hd_writer_stats stats;        /* guarded by mu */
 };
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* 1 if the error leaves the LMDB transaction unusable. */
 static int poisons(int status) {
@@ -172,7 +161,7 @@ static uint64_t batch_room(hd_writer *w, hd_op *batch) {
 static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *replayed) {
   hd_store *s = w->store;
   MDB_txn *t;
-  int64_t now = now_ms();
+  int64_t now = hd__wall_ms();
   uint64_t room0 = batch_room(w, batch), room = room0;
   int rc = hd__store_wbegin(s, NULL, &t);
   *replayed = 0;
@@ -209,9 +198,9 @@ static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *re
       else if ((rc = hd_err_from_mdb(mdb_txn_commit(child)))) op->status = rc;
     }
   }
-  uint64_t t0 = mono_ns();
+  uint64_t t0 = hd__mono_ns();
   rc = hd_err_from_mdb(mdb_txn_commit(t));
-  *commit_ns = mono_ns() - t0;
+  *commit_ns = hd__mono_ns() - t0;
   if (rc) goto fail_all;
   for (hd_op *op = batch; op; op = op->next)
     if (op->status == HD_EFULL) {
@@ -311,7 +300,7 @@ int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_
 
 int hd__writer_submit(hd_writer *w, hd_op *op) {
   op->next = NULL;
-  op->submitted_ns = mono_ns();
+  op->submitted_ns = hd__mono_ns();
   pthread_mutex_lock(&w->mu);
   if (w->stopping) {
     pthread_mutex_unlock(&w->mu);

@@ -337,11 +337,12 @@ static int cmd_stats(opts *o) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  opts o = {.tenant = "default", .data_dir = "./var/herald", .zmq = "tcp://127.0.0.1:8471",
-            .url = "http://127.0.0.1:8470", .wait = 30};
-  enum { O_TENANT = 256, O_KEY, O_DATA, O_ZMQ, O_URL, O_APP, O_TO, O_TTL, O_COLLAPSE, O_COUNT,
-         O_WINDOW, O_DEVICE, O_ACK, O_WAIT };
+enum { O_TENANT = 256, O_KEY, O_DATA, O_ZMQ, O_URL, O_APP, O_TO, O_TTL, O_COLLAPSE, O_COUNT,
+       O_WINDOW, O_DEVICE, O_ACK, O_WAIT };
+
+/* Options before the command are the common ones; after it, the command's too. Returns 0, or
+ * the exit code (help: -1 meaning "done, exit 0"). */
+static int parse_opts(int argc, char **argv, opts *o, int command_opts) {
   static const struct option lo[] = {
       {"tenant", 1, 0, O_TENANT}, {"key", 1, 0, O_KEY},     {"data-dir", 1, 0, O_DATA},
       {"zmq", 1, 0, O_ZMQ},       {"url", 1, 0, O_URL},     {"app", 1, 0, O_APP},
@@ -351,44 +352,46 @@ int main(int argc, char **argv) {
       {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
+    if (!command_opts && c >= O_APP) {
+      fprintf(stderr, "herald: --app, --to, --ttl, --collapse, --count, --window, --device, "
+                      "--ack and --wait go after the command\n");
+      return 2;
+    }
     switch (c) {
-    case O_TENANT: o.tenant = optarg; break;
-    case O_KEY: o.key = optarg; break;
-    case O_DATA: o.data_dir = optarg; break;
-    case O_ZMQ: o.zmq = optarg; break;
-    case O_URL: o.url = optarg; break;
-    case 'h': usage(stdout); return 0;
+    case O_TENANT: o->tenant = optarg; break;
+    case O_KEY: o->key = optarg; break;
+    case O_DATA: o->data_dir = optarg; break;
+    case O_ZMQ: o->zmq = optarg; break;
+    case O_URL: o->url = optarg; break;
+    case O_APP: o->app = optarg; break;
+    case O_TO: o->to = optarg; break;
+    case O_TTL: o->ttl = atol(optarg); break;
+    case O_COLLAPSE: o->collapse = optarg; break;
+    case O_COUNT: o->count = atol(optarg); break;
+    case O_WINDOW: o->window = atol(optarg); break;
+    case O_DEVICE: o->device = optarg; break;
+    case O_ACK: o->ack = 1; break;
+    case O_WAIT: o->wait = atol(optarg); break;
+    case 'h': usage(stdout); return -1;
     default: usage(stderr); return 2;
     }
   }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  opts o = {.tenant = "default", .data_dir = "./var/herald", .zmq = "tcp://127.0.0.1:8471",
+            .url = "http://127.0.0.1:8470", .wait = 30};
+  int rc = parse_opts(argc, argv, &o, 0);
+  if (rc) return rc < 0 ? 0 : rc;
   if (optind >= argc) {
     usage(stderr);
     return 2;
   }
   const char *cmd = argv[optind];
   optind++;
-  while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
-    switch (c) {
-    case O_TENANT: o.tenant = optarg; break;
-    case O_KEY: o.key = optarg; break;
-    case O_DATA: o.data_dir = optarg; break;
-    case O_ZMQ: o.zmq = optarg; break;
-    case O_URL: o.url = optarg; break;
-    case O_APP: o.app = optarg; break;
-    case O_TO: o.to = optarg; break;
-    case O_TTL: o.ttl = atol(optarg); break;
-    case O_COLLAPSE: o.collapse = optarg; break;
-    case O_COUNT: o.count = atol(optarg); break;
-    case O_WINDOW: o.window = atol(optarg); break;
-    case O_DEVICE: o.device = optarg; break;
-    case O_ACK: o.ack = 1; break;
-    case O_WAIT: o.wait = atol(optarg); break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
-    }
-  }
+  if ((rc = parse_opts(argc, argv, &o, 1))) return rc < 0 ? 0 : rc;
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  int rc;
   if (strcmp(cmd, "publish") == 0) rc = cmd_publish(&o, optind < argc ? argv[optind] : NULL);
   else if (strcmp(cmd, "tail") == 0) rc = cmd_tail(&o);
   else if (strcmp(cmd, "stats") == 0) rc = cmd_stats(&o);
