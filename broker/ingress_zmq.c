@@ -23,11 +23,7 @@ typedef struct zreq {
   char *env;                    /* envelope frames back to back */
   char *reply;
   size_t reply_len;
-  /* fields of the request, NUL-terminated copies */
-  char *tenant, *key, *app, *to, *collapse;
-  char *data;                   /* msgpack */
-  size_t data_len;
-  int64_t ttl;
+  hd_zmq_request q;
 } zreq;
 
 struct hd_zmq_ingress {
@@ -45,15 +41,20 @@ struct hd_zmq_ingress {
 
 static void drain(hd_zmq_ingress *z);
 
-static void zreq_free(zreq *r) {
-  free(r->env);
-  free(r->reply);
+void hd__zmq_request_clear(hd_zmq_request *r) {
   free(r->tenant);
   free(r->key);
   free(r->app);
   free(r->to);
   free(r->collapse);
   free(r->data);
+  memset(r, 0, sizeof *r);
+}
+
+static void zreq_free(zreq *r) {
+  free(r->env);
+  free(r->reply);
+  hd__zmq_request_clear(&r->q);
   free(r);
 }
 
@@ -108,8 +109,8 @@ static char *obj_str(const msgpack_object *o) {
   return strndup(o->via.str.ptr, o->via.str.size);
 }
 
-/* Parse the body into r; on failure returns an HD_E* code and a reason. */
-static int parse_body(zreq *r, const char *body, size_t len, const char **why) {
+int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why) {
+  memset(r, 0, sizeof *r);
   msgpack_unpacked up;
   size_t off = 0;
   int rc = HD_EINVAL;
@@ -190,6 +191,7 @@ static int parse_body(zreq *r, const char *body, size_t len, const char **why) {
   rc = 0;
 out:
   msgpack_unpacked_destroy(&up);
+  if (rc) hd__zmq_request_clear(r);
   return rc;
 }
 
@@ -201,25 +203,26 @@ static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t 
     reply(r, HD_ETOOBIG, 0, "request larger than zmq max_frame");
     return;
   }
-  if ((rc = parse_body(r, body, len, &why))) {
+  if ((rc = hd__zmq_request_parse(body, len, &r->q, &why))) {
     reply(r, rc, 0, why);
     return;
   }
-  hd_tenant *t = hd__tenant_by_key(&z->b->tenants, r->key);
+  hd_zmq_request *q = &r->q;
+  hd_tenant *t = hd__tenant_by_key(&z->b->tenants, q->key);
   /* One answer for a wrong key and an unknown tenant: nothing is revealed about either. */
-  if (!t || strcmp(t->name, r->tenant ? r->tenant : "default") != 0) {
+  if (!t || strcmp(t->name, q->tenant ? q->tenant : "default") != 0) {
     reply(r, HD_EAUTH, 0, "wrong publish key for this tenant");
     return;
   }
   static const unsigned char nil = 0xc0;
   hd_pubreq pr = {
       .tenant = t,
-      .appid = r->app,
-      .to = r->to,
-      .data = r->data ? (const void *)r->data : &nil,
-      .data_len = r->data ? r->data_len : 1,
-      .ttl_s = r->ttl,
-      .collapse = r->collapse,
+      .appid = q->app,
+      .to = q->to,
+      .data = q->data ? (const void *)q->data : &nil,
+      .data_len = q->data ? q->data_len : 1,
+      .ttl_s = q->ttl,
+      .collapse = q->collapse,
       .ingress = HD_INGRESS_ZMQ,
   };
   z->inflight++;

@@ -29,6 +29,19 @@
 
 typedef struct hd_zmq_ingress hd_zmq_ingress;
 
+/* One parsed publish request. Every pointer is owned by it (hd__zmq_request_clear frees). */
+typedef struct hd_zmq_request {
+  char *tenant, *key, *app, *to, *collapse; /* NUL-terminated; NULL when absent */
+  char *data;                               /* msgpack of the "data" value; NULL when absent */
+  size_t data_len;
+  int64_t ttl;                              /* 0 when absent */
+} hd_zmq_request;
+
+/* Parse one request frame (bytes from the network). Returns 0, or an HD_E* code with a reason
+ * for the client in *why (a static string). On error *r is cleared. Pure: no I/O. */
+int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why);
+void hd__zmq_request_clear(hd_zmq_request *r);
+
 int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
                          hd_zmq_ingress **out, char *err, size_t errlen);
 /* Stop reading requests; replies to those in flight still go out. */

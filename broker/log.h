@@ -16,7 +16,8 @@ int hd__log_level_from_name(const char *name);
 int hd__log_enabled(int level);
 void hd__log(int level, const char *event, const char *fields_fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void hd__logv(int level, const char *event, const char *fields_fmt, va_list ap);
+void hd__logv(int level, const char *event, const char *fields_fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Quote a string for a log field: returns buf, always NUL-terminated; control characters,
  * quotes and backslashes are escaped and the value is wrapped in double quotes. */
 const char *hd__log_q(const char *s, char *buf, unsigned buflen);

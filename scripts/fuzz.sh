@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build the libFuzzer targets with clang (ASan+UBSan) and run each for SECONDS (default 30).
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+# The committed seed corpora in tests/fuzz/corpus/ are read, never written: new inputs go to
+# build/fuzz/corpus/. A crash fails the run and leaves its input in build/fuzz/crashes/; add it
+# to the target's seed corpus as a regression once fixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(config codec_msgpack codec_json zmq_request)
+CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERALD_FUZZ=ON \
+  -DHERALD_TESTS=OFF >/dev/null
+cmake --build build/fuzz -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+mkdir -p build/fuzz/crashes
+fail=0
+for t in "${targets[@]}"; do
+  mkdir -p "build/fuzz/corpus/$t"
+  log="build/fuzz/$t.log"
+  if build/fuzz/tests/fuzz/fuzz_"$t" -max_total_time="$secs" -print_final_stats=1 \
+       -artifact_prefix="build/fuzz/crashes/$t-" "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t" \
+       >"$log" 2>&1; then
+    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$')
+    echo "fuzz $t: ${execs:-?} executions in ${secs}s, no crash"
+  else
+    echo "fuzz $t: CRASH — see $log and build/fuzz/crashes/"
+    grep -E "ERROR|SUMMARY" "$log" | head -5
+    fail=1
+  fi
+done
+exit $fail
