@@ -2,12 +2,20 @@
 # Everything else here is a building block of those two.
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
-.PHONY: all deps build build-asan run test test-unit test-integration clean
+.PHONY: all deps browser-deps build build-asan run test test-unit test-integration clean
 
 all: build
 
 deps:
 	@scripts/deps.sh
+
+# playwright-core for the browser tests (tests/browser), pinned by its package-lock.json; again
+# whenever the lock file changes. It drives Debian's chromium; it downloads no browser itself.
+browser-deps: tests/browser/node_modules/.herald-installed
+
+tests/browser/node_modules/.herald-installed: tests/browser/package-lock.json | deps
+	cd tests/browser && npm ci --no-audit --no-fund
+	@touch $@
 
 build: deps
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
@@ -22,7 +30,7 @@ run: build
 	exec build/release/heraldd
 
 # The whole suite twice: release build, then ASan+UBSan build.
-test: build build-asan
+test: build build-asan browser-deps
 	cd build/release && ctest --output-on-failure -j $(JOBS) --timeout 300
 	cd build/asan && ctest --output-on-failure -j $(JOBS) --timeout 600
 

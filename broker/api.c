@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "herald/error.h"
 #include "http.h"
+#include "static.h"
 
 static void reply_json(hd_http_req *r, int status, json_t *j) {
   char *s = json_dumps(j, JSON_COMPACT);
@@ -229,8 +230,48 @@ static void h_healthz(void *ud, hd_http_req *r) {
   hd__http_reply(r, 200, "application/json", ok, sizeof ok - 1);
 }
 
+/* ---- cross-origin policy (CORS) ---- */
+
+/* The tenant a request acts for, as far as can be told before its handler runs: the owner of a
+ * publish key; the tenant a device token names ("<tenant>.<gen>.<mac>": not verified here, the
+ * handler does that); without credentials ?tenant=, Herald-Tenant, or "default". */
+static hd_tenant *request_tenant(hd_broker *b, hd_http_req *r) {
+  const char *bearer = hd__http_bearer(r);
+  if (bearer) {
+    hd_tenant *t = hd__tenant_by_key(&b->tenants, bearer);
+    if (t) return t;
+    const char *dot = strchr(bearer, '.');
+    char name[80];
+    if (!dot || dot == bearer || (size_t)(dot - bearer) >= sizeof name) return NULL;
+    memcpy(name, bearer, (size_t)(dot - bearer));
+    name[dot - bearer] = 0;
+    return hd__tenant_by_name(&b->tenants, name);
+  }
+  const char *tn = hd__http_query(r, "tenant");
+  if (!tn) tn = hd__http_header(r, "Herald-Tenant");
+  return hd__tenant_by_name(&b->tenants, tn ? tn : "default");
+}
+
+/* Which pages of other origins may use the API: each tenant's allowed_origins. The embedded
+ * browser files are public (any page may load the client library). A preflight carries no
+ * credentials, so it cannot say its tenant: it passes when any tenant allows the origin, and
+ * the real request that follows is judged again on its own credentials. */
+static int api_origin_allowed(void *ud, hd_http_req *r, const char *origin) {
+  hd_broker *b = ud;
+  const char *method = hd__http_method(r);
+  if (strcmp(method, "GET") == 0 && hd__static_find(hd__http_path(r))) return 1;
+  if (strcmp(method, "OPTIONS") == 0 && hd__http_header(r, "Access-Control-Request-Method")) {
+    for (size_t i = 0; i < b->tenants.n; i++)
+      if (hd__tenant_allows_origin(&b->tenants.v[i], origin)) return 1;
+    return 0;
+  }
+  return hd__tenant_allows_origin(request_tenant(b, r), origin);
+}
+
 int hd__api_init(hd_broker *b) {
   int rc = 0;
+  hd__http_set_cors(b->http, api_origin_allowed, b);
+  rc = rc ? rc : hd__static_init(b->http);
   rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/messages", h_publish, b);
   rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/registrations", h_register, b);
   rc = rc ? rc : hd__http_route(b->http, "GET", "/metrics", h_metrics, b);

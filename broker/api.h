@@ -10,6 +10,12 @@
  *          "default".
  *   GET  /metrics                          Prometheus text
  *   GET  /healthz                          {"status": "ok"} or 503 while stopping
+ *   GET  /v1/client/herald.js, /demo/...   the embedded browser files (static.c)
+ *
+ * It also installs the cross-origin policy (CORS, see http.h): a page of another origin may use
+ * the API of the tenant its request acts for (publish key's tenant; the tenant a device token
+ * names; else ?tenant=, Herald-Tenant or "default") when that tenant's allowed_origins lists
+ * the origin; a preflight passes when any tenant lists it; the embedded files are public.
  *
  * Every error is JSON {"error", "message"}; a wrong key is 401; an app of another tenant (or
  * none) is 404 and reveals nothing else. Loop thread only.

@@ -283,6 +283,40 @@ static const char *check_app_id(const char *v) {
   return n > 0 ? NULL : "want 1-64 of A-Z a-z 0-9 . _ -";
 }
 
+int hd__config_valid_origin(const char *s) {
+  if (!s) return 0;
+  const char *p = s;
+  if (!(*p >= 'a' && *p <= 'z')) return 0;
+  while (is_lower_alnum((unsigned char)*p) || *p == '+' || *p == '.' || *p == '-') p++;
+  if (strncmp(p, "://", 3) != 0) return 0;
+  p += 3;
+  const char *host = p;
+  if (*p == '[') {
+    p++;
+    while (is_digit(*p) || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') || *p == ':' ||
+           *p == '.')
+      p++;
+    if (*p != ']' || p == host + 1) return 0;
+    p++;
+  } else {
+    while (is_alnum((unsigned char)*p) || *p == '.' || *p == '-') p++;
+    if (p == host) return 0;
+  }
+  if (*p == ':') {
+    p++;
+    uint64_t port = 0;
+    const char *d = p;
+    while (is_digit(*p) && p - d < 6) port = port * 10 + (uint64_t)(*p++ - '0');
+    if (p == d || port < 1 || port > 65535) return 0;
+  }
+  return *p == 0 && p - s <= 300;
+}
+
+static const char *check_origin(const char *v) {
+  return hd__config_valid_origin(v) ? NULL
+                                    : "want scheme://host[:port] with no path, or * for any";
+}
+
 static const char *check_plugin_name(const char *v) {
   return hd__config_valid_name(v) ? NULL : "want 1-64 of a-z 0-9 _ -";
 }
@@ -369,6 +403,8 @@ static const keydef keys[] = {
      .count_off = TF(nself_register), .check = check_app_id, .flags = LIST_STAR},
     {.sect = S_TENANT, .name = "self_register_per_min", .type = V_INT,
      .off = TF(self_register_per_min), .min = 0, .max = INT64_MAX},
+    {.sect = S_TENANT, .name = "allowed_origins", .type = V_LIST, .off = TF(allowed_origins),
+     .count_off = TF(nallowed_origins), .check = check_origin, .flags = LIST_STAR},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -393,6 +429,7 @@ static void tenant_free(hd_tenant_conf *t) {
   free(t->publish_key);
   list_free(t->apps, t->napps);
   list_free(t->self_register, t->nself_register);
+  list_free(t->allowed_origins, t->nallowed_origins);
   memset(t, 0, sizeof *t);
 }
 

@@ -43,6 +43,9 @@ typedef struct hd_tenant_conf {
   char **self_register;  /* apps open to keyless browser registration; "*" = all of apps */
   size_t nself_register;
   int64_t self_register_per_min; /* per client address; 0 = unlimited */
+  char **allowed_origins; /* web origins ("scheme://host[:port]") whose pages may call the API
+                           * cross-origin (CORS); "*" = any; empty (default) = none */
+  size_t nallowed_origins;
   int line;
 } hd_tenant_conf;
 
@@ -105,5 +108,8 @@ int hd__config_parse_duration(const char *s, int64_t *out);
 int hd__config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* 1 if name matches [a-z0-9_-]{1,64}. */
 int hd__config_valid_name(const char *name);
+/* 1 if s is a web origin as browsers send it: scheme://host[:port], no path, no userinfo
+ * (host a name, an IPv4 address or a [bracketed] IPv6 address; port 1-65535). */
+int hd__config_valid_origin(const char *s);
 
 #endif

@@ -42,6 +42,9 @@
  * answer (a 413, say) before the client has read it. */
 #define HTTP_LINGER_MS 2000
 #define HTTP_BACKLOG 511
+/* What a preflight lets a page send, and how long the browser may reuse that answer. */
+#define HTTP_CORS_ALLOW_HEADERS "Authorization, Content-Type, Herald-Tenant"
+#define HTTP_CORS_MAX_AGE "600"
 
 /* Magic numbers so that a stale pointer or a second answer fails at once (see STYLE.md). */
 #define HTTP_REQ_MAGIC 0x48545251u  /* "HTRQ" */
@@ -144,6 +147,7 @@ struct hd_http_req {
   unsigned short http_minor;
   int keep_alive;
   int held;
+  int cors;            /* CORS verdict on its Origin: 0 none asked, 1 allowed, -1 refused */
   hd_http_abort_cb abort_cb;
   void *abort_ud;
   hd_http_req *next_abort; /* list of aborts to run once the connections are closed */
@@ -213,6 +217,8 @@ struct hd_http_server {
   int closing;
   int done;
   void (*close_cb)(hd_http_server *s);
+  hd_http_origin_cb cors_cb; /* NULL: no cross-origin policy (no CORS headers at all) */
+  void *cors_ud;
   hd_http_stats stats;
 };
 
@@ -708,6 +714,47 @@ static void conn_run_aborts(hd_http_server *s, hd_http_req *list) {
   }
 }
 
+/* Appends "GET, POST" — each method routed for path, once, in route order. */
+static void add_methods(const hd_http_server *s, const char *path, sbuf *out) {
+  size_t first = out->len;
+  for (size_t i = 0; i < s->nroutes; i++) {
+    const char *m = s->routes[i].method;
+    if (!route_match(&s->routes[i], path)) continue;
+    /* list each method once: look for M in "A, B, ..." written so far */
+    int seen = 0;
+    for (const char *p = out->p + first; *p && !seen;) {
+      size_t ml = strcspn(p, ",");
+      if (ml == strlen(m) && memcmp(p, m, ml) == 0) seen = 1;
+      p += ml;
+      while (*p == ',' || *p == ' ') p++;
+    }
+    if (seen) continue;
+    if (out->len > first) sbuf_adds(out, ", ");
+    sbuf_adds(out, m);
+  }
+}
+
+/* 1 when origin ("scheme://host[:port]") names the authority the request was sent to (its Host
+ * header): the page was served by this server. The scheme is not compared, since a TLS proxy in
+ * front makes the browser's scheme differ from ours. */
+static int cors_same_origin(hd_http_req *r, const char *origin) {
+  const char *host = hd__http_header(r, "Host");
+  const char *auth = strstr(origin, "://");
+  return host && *host && auth && strcasecmp(auth + 3, host) == 0;
+}
+
+/* The verdict on a request's Origin: 1 allowed, -1 refused. An origin with bytes a browser
+ * never sends (spaces, controls, non-ASCII) is refused without asking, so what is echoed back
+ * in Access-Control-Allow-Origin is always a plain token. */
+static int cors_verdict(hd_http_server *s, hd_http_req *r, const char *origin) {
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *)origin; *p; p++, n++)
+    if (*p <= 0x20 || *p >= 0x7f) return -1;
+  if (n == 0 || n > 512) return -1;
+  if (cors_same_origin(r, origin)) return 1;
+  return s->cors_cb(s->cors_ud, r, origin) ? 1 : -1;
+}
+
 /* Hands a complete request to its route, or answers it when none fits. */
 static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
   hd_http_server *s = c->s;
@@ -718,6 +765,8 @@ static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
     hd__http_reply_error(r, HD_EINVAL, "malformed request target");
     return;
   }
+  const char *origin = s->cors_cb ? hd__http_header(r, "Origin") : NULL;
+  if (origin) r->cors = cors_verdict(s, r, origin);
   const route *found = NULL;
   int path_known = 0;
   for (size_t i = 0; i < s->nroutes && !found; i++) {
@@ -725,38 +774,44 @@ static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
     path_known = 1;
     if (strcmp(s->routes[i].method, r->method) == 0) found = &s->routes[i];
   }
-  if (!found) {
-    sbuf body = {0};
-    if (!path_known) {
-      json_error_body(&body, hd_err_code(HD_ENOTFOUND), "no such resource");
-      hd__http_reply_ex(r, 404, "application/json", NULL, body.p, body.len);
+  sbuf body = {0};
+  int answered = 1;
+  if (path_known && r->cors < 0) {
+    /* Refused before the handler: a "simple" cross-origin POST would otherwise still act,
+     * even though the browser then hides the answer from the page. */
+    json_error_body(&body, hd_err_code(HD_EFORBID), "this origin may not use this server");
+    hd__http_reply_ex(r, 403, "application/json", NULL, body.p, body.len);
+  } else if (!found && path_known && strcmp(r->method, "OPTIONS") == 0 &&
+             hd__http_header(r, "Access-Control-Request-Method") && hd__http_header(r, "Origin")) {
+    /* A CORS preflight. Allowed only when a policy said yes to this origin (r->cors == 1). */
+    if (r->cors > 0) {
+      sbuf h = {0};
+      sbuf_adds(&h, "Access-Control-Allow-Methods: ");
+      add_methods(s, r->path, &h);
+      sbuf_adds(&h, "\r\nAccess-Control-Allow-Headers: " HTTP_CORS_ALLOW_HEADERS "\r\n"
+                    "Access-Control-Max-Age: " HTTP_CORS_MAX_AGE "\r\n");
+      hd__http_reply_ex(r, 204, NULL, h.p, NULL, 0);
+      free(h.p);
     } else {
-      sbuf allow = {0};
-      sbuf_adds(&allow, "Allow: ");
-      size_t first = allow.len;
-      for (size_t i = 0; i < s->nroutes; i++) {
-        const char *m = s->routes[i].method;
-        if (!route_match(&s->routes[i], r->path)) continue;
-        /* list each method once: look for ", M," in ", list," */
-        int seen = 0;
-        for (const char *p = allow.p + first; *p && !seen;) {
-          size_t ml = strcspn(p, ",");
-          if (ml == strlen(m) && memcmp(p, m, ml) == 0) seen = 1;
-          p += ml;
-          while (*p == ',' || *p == ' ') p++;
-        }
-        if (seen) continue;
-        if (allow.len > first) sbuf_adds(&allow, ", ");
-        sbuf_adds(&allow, m);
-      }
-      sbuf_adds(&allow, "\r\n");
-      json_error_body(&body, "method_not_allowed", "method not allowed for this resource");
-      hd__http_reply_ex(r, 405, "application/json", allow.p, body.p, body.len);
-      free(allow.p);
+      json_error_body(&body, hd_err_code(HD_EFORBID), "cross-origin requests are not allowed");
+      hd__http_reply_ex(r, 403, "application/json", NULL, body.p, body.len);
     }
-    free(body.p);
-    return;
+  } else if (!found && !path_known) {
+    json_error_body(&body, hd_err_code(HD_ENOTFOUND), "no such resource");
+    hd__http_reply_ex(r, 404, "application/json", NULL, body.p, body.len);
+  } else if (!found) {
+    sbuf allow = {0};
+    sbuf_adds(&allow, "Allow: ");
+    add_methods(s, r->path, &allow);
+    sbuf_adds(&allow, "\r\n");
+    json_error_body(&body, "method_not_allowed", "method not allowed for this resource");
+    hd__http_reply_ex(r, 405, "application/json", allow.p, body.p, body.len);
+    free(allow.p);
+  } else {
+    answered = 0;
   }
+  free(body.p);
+  if (answered) return;
   if (req_extract_params(r, found) != 0) {
     hd__http_reply_error(r, HD_EINVAL, "malformed path parameter");
     return;
@@ -1181,6 +1236,11 @@ void hd__http_free(hd_http_server *s) {
 
 const hd_http_stats *hd__http_stats(const hd_http_server *s) { return &s->stats; }
 
+void hd__http_set_cors(hd_http_server *s, hd_http_origin_cb cb, void *ud) {
+  s->cors_cb = cb;
+  s->cors_ud = ud;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* public: requests */
 
@@ -1269,8 +1329,22 @@ void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
     conn_maybe_free(c); /* may free s's last connection and call the close callback */
     return;
   }
+  sbuf hdrs = {0};
+  if (s->cors_cb) {
+    /* Vary on every answer, not only on allowed ones: a cache must not hand an answer made
+     * without Access-Control-Allow-Origin to a page of another origin, or the reverse. */
+    if (r->cors > 0) {
+      sbuf_adds(&hdrs, "Access-Control-Allow-Origin: ");
+      sbuf_adds(&hdrs, hd__http_header(r, "Origin"));
+      sbuf_adds(&hdrs, "\r\n");
+    }
+    sbuf_adds(&hdrs, "Vary: Origin\r\n");
+    if (extra_headers) sbuf_adds(&hdrs, extra_headers);
+    extra_headers = hdrs.p;
+  }
   conn_write_response(c, status, content_type, extra_headers, body, len, r->keep_alive,
                       r->http_major == 1 && r->http_minor == 0);
+  free(hdrs.p);
   req_free(r);
   if (!c->closing && !c->finishing) conn_resume(c);
 }

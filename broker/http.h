@@ -15,6 +15,20 @@
  *   - when the peer disconnects while a request is held, the hold's abort callback runs and the
  *     request is freed; the handler must not reply afterwards.
  *
+ * Cross-origin requests (CORS), once hd__http_set_cors() gave a policy callback:
+ *   - a request with an Origin header is judged before its handler runs: an Origin whose
+ *     authority equals the Host header is the server's own pages (allowed); otherwise the
+ *     callback decides. A refused origin gets 403 JSON without CORS headers and the handler
+ *     never runs (a cross-origin "simple" POST would otherwise act unseen);
+ *   - answers to allowed origins carry Access-Control-Allow-Origin: <origin>; every answer
+ *     carries Vary: Origin. No Allow-Credentials (auth is Bearer tokens, never cookies) and no
+ *     Expose-Headers (clients read only bodies and status codes);
+ *   - a preflight (OPTIONS with Origin and Access-Control-Request-Method, on a path some route
+ *     matches and no OPTIONS route takes) is answered by the server: 204 with Allow-Origin,
+ *     Allow-Methods (the methods routed for the path), Allow-Headers (Authorization,
+ *     Content-Type, Herald-Tenant) and Max-Age 600 when allowed, else 403; unknown path 404.
+ * Without a policy, no CORS header is sent and every preflight gets 403.
+ *
  * Routes: pattern segments are literal or "{name}"; a {name} segment matches one non-empty
  * path segment, percent-decoded. The query string is parsed into name/value pairs
  * (percent- and '+'-decoded). Header names are matched case-insensitively.
@@ -72,6 +86,14 @@ void hd__http_stop_accepting(hd_http_server *s);
 void hd__http_close(hd_http_server *s, void (*cb)(hd_http_server *s));
 void hd__http_free(hd_http_server *s);
 const hd_http_stats *hd__http_stats(const hd_http_server *s);
+
+/* The cross-origin policy: return 1 to let a page of `origin` use the request's resource, 0 to
+ * refuse. Called once per request that carries an Origin not naming this server itself, after
+ * the target is parsed and before routing, so path parameters are not available yet (method,
+ * path, query, headers and bearer are). `origin` is owned by the request. */
+typedef int (*hd_http_origin_cb)(void *ud, hd_http_req *r, const char *origin);
+/* Install (or with cb NULL remove) the policy; ud is passed to cb. Before listening. */
+void hd__http_set_cors(hd_http_server *s, hd_http_origin_cb cb, void *ud);
 
 /* Request accessors (see herald/transport.h for the contract). */
 const char *hd__http_method(const hd_http_req *r);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,10 +123,13 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
   t->self_any = tc->nself_register == 1 && strcmp(tc->self_register[0], "*") == 0;
   t->self_register = copy_list(tc->self_register, tc->nself_register);
   t->nself = tc->nself_register;
+  t->origins_any = tc->nallowed_origins == 1 && strcmp(tc->allowed_origins[0], "*") == 0;
+  t->origins = copy_list(tc->allowed_origins, tc->nallowed_origins);
+  t->norigins = tc->nallowed_origins;
   if (tc->self_register_per_min > 0)
     t->self_limit = hd__ratelimit_new((double)tc->self_register_per_min,
                                       (double)tc->self_register_per_min, 4096);
-  if (!t->name || !t->apps || !t->self_register) return HD_ENOMEM;
+  if (!t->name || !t->apps || !t->self_register || !t->origins) return HD_ENOMEM;
 
   snprintf(dir, sizeof dir, "%s/tenants/%s", data_dir, tc->name);
   if ((rc = mkdirs(dir))) {
@@ -201,6 +205,8 @@ void hd__tenants_free(hd_tenants *ts) {
     free(t->apps);
     for (size_t j = 0; t->self_register && j < t->nself; j++) free(t->self_register[j]);
     free(t->self_register);
+    for (size_t j = 0; t->origins && j < t->norigins; j++) free(t->origins[j]);
+    free(t->origins);
     hd__ratelimit_free(t->self_limit);
     OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
     OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
@@ -240,6 +246,14 @@ int hd__tenant_has_app(const hd_tenant *t, const char *appid) {
 int hd__tenant_self_register(const hd_tenant *t, const char *appid) {
   if (!hd__tenant_has_app(t, appid)) return 0;
   return t->self_any || in_list(t->self_register, t->nself, appid);
+}
+
+int hd__tenant_allows_origin(const hd_tenant *t, const char *origin) {
+  if (!t || !origin || !*origin || strcmp(origin, "null") == 0) return 0;
+  if (t->origins_any) return 1;
+  for (size_t i = 0; i < t->norigins; i++)
+    if (strcasecmp(t->origins[i], origin) == 0) return 1;
+  return 0;
 }
 
 static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, char *out) {

@@ -36,6 +36,9 @@ typedef struct hd_tenant {
   char **self_register;
   size_t nself;
   hd_ratelimit *self_limit; /* NULL: unlimited */
+  int origins_any;         /* allowed_origins = * */
+  char **origins;          /* allowed_origins: web origins that may call the API (CORS) */
+  size_t norigins;
 } hd_tenant;
 
 typedef struct hd_tenants {
@@ -56,6 +59,10 @@ hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key);
 int hd__tenant_has_app(const hd_tenant *t, const char *appid);
 /* 1 if browsers may register for the app without a key. */
 int hd__tenant_self_register(const hd_tenant *t, const char *appid);
+/* 1 if a page of `origin` ("http://host:port", as browsers send it) may use the tenant's API
+ * cross-origin: it is in allowed_origins (compared without regard to case), or the list is *.
+ * The opaque origin "null" (files, sandboxed frames) never matches, not even *. */
+int hd__tenant_allows_origin(const hd_tenant *t, const char *origin);
 
 /* Write a token for the device into out (HD_TOKEN_MAX bytes). */
 int hd__token_mint(const hd_tenant *t, const char *device_id, uint32_t gen, char *out,

@@ -5,7 +5,13 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang
       libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
       libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
-      curl python3 python3-zmq python3-msgpack lmdb-utils)
+      curl python3 python3-zmq python3-msgpack lmdb-utils
+      chromium)
+# The browser tests run on node (>= 18, with `node --test`) and npm: Debian's, unless a node is
+# already installed (e.g. from another source, which brings its own npm).
+if ! command -v node >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -92,6 +92,7 @@ static void assert_defaults(const hd_config *c) {
   ASSERT_LIST(t->apps, t->napps, "*");
   ASSERT_LIST(t->self_register, t->nself_register, "*");
   assert_int_equal(t->self_register_per_min, 60);
+  assert_int_equal(t->nallowed_origins, 0); /* no cross-origin access unless configured */
   assert_int_equal(c->ntransports, 0);
   assert_null(c->transports);
 }
@@ -735,6 +736,51 @@ static void test_self_register_must_be_subset_of_apps(void **state) {
   hd__config_free(&c);
 }
 
+static void test_allowed_origins_rules(void **state) {
+  (void)state;
+  hd_config c;
+  parse_ok("[tenant a]\n"
+           "allowed_origins = http://127.0.0.1:9000, https://app.example.com ,"
+           " http://[::1]:8080, chrome-extension://abcdef, https://x-y.Example.org:443\n"
+           "[tenant b]\nallowed_origins = *\n"
+           "[tenant c]\nallowed_origins =\n"
+           "[tenant d]\n",
+           &c);
+  ASSERT_LIST(c.tenants[0].allowed_origins, c.tenants[0].nallowed_origins,
+              "http://127.0.0.1:9000", "https://app.example.com", "http://[::1]:8080",
+              "chrome-extension://abcdef", "https://x-y.Example.org:443");
+  ASSERT_LIST(c.tenants[1].allowed_origins, c.tenants[1].nallowed_origins, "*");
+  assert_int_equal(c.tenants[2].nallowed_origins, 0);
+  assert_int_equal(c.tenants[3].nallowed_origins, 0);
+  hd__config_free(&c);
+
+  static const char *const bad[] = {
+      "http://example.com/",        "http://example.com/path", "example.com",
+      "http://",                    "http://:80",              "http://a:0",
+      "http://a:65536",             "http://a:",               "http://user@a",
+      "HTTP://a",                   "http://a?x=1",            "http://a#f",
+      "http://[::1",                "http://[]",               "http://a b",
+      "1http://a",                  "http://a:80x",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char text[256], want[512];
+    snprintf(text, sizeof text, "[tenant a]\nallowed_origins = \"%s\"\n", bad[i]);
+    snprintf(want, sizeof want,
+             "t.conf:2: bad item '%s' in allowed_origins (want scheme://host[:port] with no path, "
+             "or * for any)",
+             bad[i]);
+    /* "a b" is one item; a '#' in a quoted value is kept, so every case reaches the check. */
+    assert_config_error(text, want);
+  }
+  assert_config_error("[tenant a]\nallowed_origins = http://a, *\n",
+                      "t.conf:2: '*' must stand alone in allowed_origins");
+  assert_config_error("[tenant a]\nallowed_origins = http://a, http://a\n",
+                      "t.conf:2: duplicate item 'http://a' in allowed_origins");
+  assert_true(hd__config_valid_origin("http://a"));
+  assert_false(hd__config_valid_origin(NULL));
+  assert_false(hd__config_valid_origin("null"));
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Transports */
 
@@ -1002,6 +1048,7 @@ int main(void) {
       cmocka_unit_test(test_tenant_publish_key_rules),
       cmocka_unit_test(test_tenant_app_list_rules),
       cmocka_unit_test(test_self_register_must_be_subset_of_apps),
+      cmocka_unit_test(test_allowed_origins_rules),
       cmocka_unit_test(test_transport_sections_are_kept_raw_with_lines),
       cmocka_unit_test(test_transport_duplicates_are_errors),
       cmocka_unit_test(test_quoted_values_keep_hash_spaces_and_escapes),

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "static.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* fixture */
@@ -979,6 +980,247 @@ static void test_reply_error(void **state) {
   fx_free(f);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* CORS */
+
+typedef struct cors_seen {
+  int calls;
+  char last_origin[128];
+  char last_method[16];
+} cors_seen;
+
+static cors_seen g_cors;
+static atomic_int g_hits;
+
+static int cors_policy(void *ud, hd_http_req *r, const char *origin) {
+  cors_seen *cs = ud;
+  cs->calls++;
+  snprintf(cs->last_origin, sizeof cs->last_origin, "%s", origin);
+  snprintf(cs->last_method, sizeof cs->last_method, "%s", hd__http_method(r));
+  return strcmp(origin, "http://ok.test:8080") == 0;
+}
+
+static void h_count(void *ud, hd_http_req *r) {
+  atomic_fetch_add(&g_hits, 1);
+  h_text(ud, r);
+}
+
+static void c_cors(fx *f) {
+  client *c = cl_open(f->port);
+  /* 0: no Origin: no CORS headers but Vary, no policy call */
+  cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+  /* 1: allowed origin */
+  cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n\r\n");
+  /* 2, 3: refused origin, GET and a "simple" POST: 403 and the handler never runs */
+  cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\nOrigin: http://bad.test\r\n\r\n");
+  cl_roundtrip(f, c,
+               "POST /a HTTP/1.1\r\nHost: x\r\nOrigin: http://bad.test\r\n"
+               "Content-Length: 2\r\n\r\nhi");
+  /* 4: the server's own pages (Origin authority = Host): allowed without asking */
+  cl_roundtrip(f, c,
+               "GET /a HTTP/1.1\r\nHost: Self.test:81\r\nOrigin: https://self.test:81\r\n\r\n");
+  /* 5: preflight from an allowed origin */
+  cl_roundtrip(f, c,
+               "OPTIONS /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n"
+               "Access-Control-Request-Method: POST\r\n"
+               "Access-Control-Request-Headers: authorization, content-type\r\n\r\n");
+  /* 6: preflight from a refused origin */
+  cl_roundtrip(f, c,
+               "OPTIONS /a HTTP/1.1\r\nHost: x\r\nOrigin: http://bad.test\r\n"
+               "Access-Control-Request-Method: POST\r\n\r\n");
+  /* 7: preflight on a path nothing routes */
+  cl_roundtrip(f, c,
+               "OPTIONS /nope HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n"
+               "Access-Control-Request-Method: GET\r\n\r\n");
+  /* 8: OPTIONS that is not a preflight: the usual 405 */
+  cl_roundtrip(f, c, "OPTIONS /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n\r\n");
+  /* 9: an Origin no browser sends (a space): refused without asking the policy */
+  cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080 x\r\n\r\n");
+  /* 10: unknown path from a refused origin: still 404 */
+  cl_roundtrip(f, c, "GET /zzz HTTP/1.1\r\nHost: x\r\nOrigin: http://bad.test\r\n\r\n");
+  /* 11: a path parameter route, allowed */
+  cl_roundtrip(f, c, "GET /b/7 HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n\r\n");
+  cl_free(c);
+}
+
+static void test_cors(void **state) {
+  (void)state;
+  memset(&g_cors, 0, sizeof g_cors);
+  atomic_store(&g_hits, 0);
+  fx *f = fx_new(NULL);
+  assert_int_equal(hd__http_route(f->s, "GET", "/a", h_count, "A"), 0);
+  assert_int_equal(hd__http_route(f->s, "POST", "/a", h_count, "posted"), 0);
+  assert_int_equal(hd__http_route(f->s, "GET", "/b/{n}", h_param, f), 0);
+  hd__http_set_cors(f->s, cors_policy, &g_cors);
+  fx_run(f, c_cors);
+  assert_int_equal(f->nr, 12);
+
+  assert_int_equal(f->r[0].status, 200);
+  assert_null(strstr(f->r[0].head, "Access-Control-"));
+  assert_non_null(strstr(f->r[0].head, "\r\nVary: Origin\r\n"));
+
+  assert_int_equal(f->r[1].status, 200);
+  assert_string_equal(f->r[1].body, "A");
+  assert_non_null(strstr(f->r[1].head, "\r\nAccess-Control-Allow-Origin: http://ok.test:8080\r\n"));
+  assert_non_null(strstr(f->r[1].head, "\r\nVary: Origin\r\n"));
+  assert_null(strstr(f->r[1].head, "Access-Control-Allow-Credentials"));
+  assert_null(strstr(f->r[1].head, "Access-Control-Expose-Headers"));
+
+  for (int i = 2; i <= 3; i++) {
+    assert_int_equal(f->r[i].status, 403);
+    check_json_error(&f->r[i], "forbidden", NULL);
+    assert_null(strstr(f->r[i].head, "Access-Control-"));
+  }
+  assert_int_equal(f->r[4].status, 200);
+  assert_non_null(
+      strstr(f->r[4].head, "\r\nAccess-Control-Allow-Origin: https://self.test:81\r\n"));
+
+  assert_int_equal(f->r[5].status, 204);
+  assert_int_equal(f->r[5].body_len, 0);
+  assert_null(strstr(f->r[5].head, "Content-Length"));
+  assert_non_null(strstr(f->r[5].head, "\r\nAccess-Control-Allow-Origin: http://ok.test:8080\r\n"));
+  assert_non_null(strstr(f->r[5].head, "\r\nAccess-Control-Allow-Methods: GET, POST\r\n"));
+  assert_non_null(strstr(f->r[5].head,
+                         "\r\nAccess-Control-Allow-Headers: Authorization, Content-Type, "
+                         "Herald-Tenant\r\n"));
+  assert_non_null(strstr(f->r[5].head, "\r\nAccess-Control-Max-Age: 600\r\n"));
+  assert_non_null(strstr(f->r[5].head, "\r\nVary: Origin\r\n"));
+
+  assert_int_equal(f->r[6].status, 403);
+  check_json_error(&f->r[6], "forbidden", NULL);
+  assert_null(strstr(f->r[6].head, "Access-Control-"));
+
+  assert_int_equal(f->r[7].status, 404);
+  check_json_error(&f->r[7], "not_found", NULL);
+
+  assert_int_equal(f->r[8].status, 405);
+  assert_non_null(strstr(f->r[8].head, "\r\nAllow: GET, POST\r\n"));
+
+  assert_int_equal(f->r[9].status, 403);
+  assert_null(strstr(f->r[9].head, "Access-Control-"));
+
+  assert_int_equal(f->r[10].status, 404);
+  assert_int_equal(f->r[11].status, 200);
+  assert_string_equal(f->r[11].body, "7");
+  assert_non_null(
+      strstr(f->r[11].head, "\r\nAccess-Control-Allow-Origin: http://ok.test:8080\r\n"));
+
+  /* Counting handlers ran for 0, 1 and 4 (11 went to h_param): never for a refused origin. */
+  assert_int_equal(atomic_load(&g_hits), 3);
+  /* Asked for 1, 2, 3, 5, 6, 7, 8, 10, 11: not without Origin, not for its own origin, not for
+   * an Origin with a space. */
+  assert_int_equal(g_cors.calls, 9);
+  assert_string_equal(g_cors.last_origin, "http://ok.test:8080");
+  assert_string_equal(g_cors.last_method, "GET");
+  fx_free(f);
+}
+
+static void c_cors_off(fx *f) {
+  client *c = cl_open(f->port);
+  cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n\r\n");
+  cl_roundtrip(f, c,
+               "OPTIONS /a HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.test:8080\r\n"
+               "Access-Control-Request-Method: GET\r\n\r\n");
+  cl_free(c);
+}
+
+/* Without a policy: no CORS headers at all, and preflights are refused. */
+static void test_cors_off(void **state) {
+  (void)state;
+  fx *f = fx_new(NULL);
+  assert_int_equal(hd__http_route(f->s, "GET", "/a", h_text, "A"), 0);
+  fx_run(f, c_cors_off);
+  assert_int_equal(f->nr, 2);
+  assert_int_equal(f->r[0].status, 200);
+  assert_null(strstr(f->r[0].head, "Access-Control-"));
+  assert_null(strstr(f->r[0].head, "Vary:"));
+  assert_int_equal(f->r[1].status, 403);
+  assert_null(strstr(f->r[1].head, "Access-Control-"));
+  fx_free(f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the embedded browser files (static.c) */
+
+static void c_static(fx *f) {
+  const hd_static_file *js = hd__static_find("/v1/client/herald.js");
+  char req[512];
+  client *c = cl_open(f->port);
+  cl_roundtrip(f, c, "GET /v1/client/herald.js HTTP/1.1\r\nHost: x\r\n\r\n");
+  snprintf(req, sizeof req,
+           "GET /v1/client/herald.js?v=1 HTTP/1.1\r\nHost: x\r\n"
+           "If-None-Match: \"zz\", W/%s\r\n\r\n",
+           js->etag);
+  cl_roundtrip(f, c, req);
+  cl_roundtrip(f, c,
+               "GET /v1/client/herald.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"zz\"\r\n\r\n");
+  cl_roundtrip(f, c, "GET /demo/ HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_roundtrip(f, c, "GET /demo HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_roundtrip(f, c, "GET /demo/demo.css HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_roundtrip(f, c, "GET /demo/nothing.js HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_free(c);
+}
+
+static void test_static_files(void **state) {
+  (void)state;
+  fx *f = fx_new(NULL);
+  assert_int_equal(hd__static_init(f->s), 0);
+  fx_run(f, c_static);
+  const hd_static_file *js = hd__static_find("/v1/client/herald.js");
+  assert_non_null(js);
+  assert_int_equal(f->nr, 7);
+  assert_int_equal(f->r[0].status, 200);
+  assert_non_null(
+      strstr(f->r[0].head, "\r\nContent-Type: application/javascript; charset=utf-8\r\n"));
+  assert_non_null(strstr(f->r[0].head, "\r\nCache-Control: public, max-age=300\r\n"));
+  assert_non_null(strstr(f->r[0].head, "\r\nX-Content-Type-Options: nosniff\r\n"));
+  char etag[128];
+  snprintf(etag, sizeof etag, "\r\nETag: %s\r\n", js->etag);
+  assert_non_null(strstr(f->r[0].head, etag));
+  assert_int_equal(f->r[0].body_len, js->len);
+  assert_memory_equal(f->r[0].body, js->data, 64);
+  assert_non_null(strstr((const char *)js->data, "export class Herald"));
+  assert_int_equal(f->r[1].status, 304);
+  assert_int_equal(f->r[1].body_len, 0);
+  assert_non_null(strstr(f->r[1].head, etag));
+  assert_int_equal(f->r[2].status, 200);
+  assert_int_equal(f->r[3].status, 200);
+  assert_non_null(strstr(f->r[3].head, "\r\nContent-Type: text/html; charset=utf-8\r\n"));
+  assert_non_null(strstr(f->r[3].head, "\r\nCache-Control: no-cache\r\n"));
+  assert_non_null(strstr(f->r[3].body, "<!doctype html>"));
+  assert_int_equal(f->r[4].status, 301);
+  assert_non_null(strstr(f->r[4].head, "\r\nLocation: /demo/\r\n"));
+  assert_int_equal(f->r[5].status, 200);
+  assert_non_null(strstr(f->r[5].head, "\r\nContent-Type: text/css; charset=utf-8\r\n"));
+  assert_int_equal(f->r[6].status, 404);
+  fx_free(f);
+}
+
+static void test_static_etag_matching(void **state) {
+  (void)state;
+  const char *e = "\"abc\"";
+  assert_true(hd__static_etag_matches("\"abc\"", e));
+  assert_true(hd__static_etag_matches("W/\"abc\"", e));
+  assert_true(hd__static_etag_matches("\"x\", \"abc\"", e));
+  assert_true(hd__static_etag_matches("\"x\",\"abc\" ", e));
+  assert_true(hd__static_etag_matches("*", e));
+  assert_false(hd__static_etag_matches("\"abcd\"", e));
+  assert_false(hd__static_etag_matches("abc", e));
+  assert_false(hd__static_etag_matches("", e));
+  assert_false(hd__static_etag_matches(NULL, e));
+  assert_false(hd__static_etag_matches(" , ,", e));
+  /* every embedded file has a distinct path and a quoted 24-hex-digit ETag */
+  assert_true(hd__static_nfiles >= 4);
+  for (size_t i = 0; i < hd__static_nfiles; i++) {
+    const hd_static_file *sf = &hd__static_files[i];
+    assert_ptr_equal(hd__static_find(sf->path), sf);
+    assert_int_equal(strlen(sf->etag), 26);
+    assert_int_equal(sf->data[sf->len], 0);
+  }
+  assert_null(hd__static_find("/demo/missing"));
+  assert_null(hd__static_find(NULL));
+}
+
 static void test_status_for(void **state) {
   (void)state;
   assert_int_equal(hd__http_status_for(HD_EINVAL), 400);
@@ -1061,6 +1303,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bearer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reply_error, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cors_off, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_static_files, setup, teardown),
+      cmocka_unit_test(test_static_etag_matching),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,11 +47,13 @@ static int parse_config(fx *f, const char *data_dir) {
            "[tenant acme]\n"
            "apps = news, chat, alerts\n"
            "self_register = news\n"
+           "allowed_origins = http://127.0.0.1:9000, https://App.Example.com\n"
            "[tenant beta]\n"
            "publish_key = " BETA_KEY "\n"
            "apps = *\n"
            "self_register = *\n"
            "self_register_per_min = 0\n"
+           "allowed_origins = *\n"
            "[tenant gamma]\n"
            "apps = *\n",
            data_dir);
@@ -294,6 +296,35 @@ static void test_apps_and_self_register(void **state) {
   assert_false(hd__tenant_self_register(gamma, "news"));
 }
 
+static void test_allowed_origins(void **state) {
+  fx *f = *state;
+  load(f, &f->ts);
+  hd_tenant *acme = by_name(&f->ts, "acme"), *beta = by_name(&f->ts, "beta");
+  hd_tenant *gamma = by_name(&f->ts, "gamma");
+
+  /* A list: exactly those origins (scheme, host and port), case aside. */
+  assert_true(hd__tenant_allows_origin(acme, "http://127.0.0.1:9000"));
+  assert_true(hd__tenant_allows_origin(acme, "https://app.example.com"));
+  assert_true(hd__tenant_allows_origin(acme, "HTTPS://APP.EXAMPLE.COM"));
+  assert_false(hd__tenant_allows_origin(acme, "http://127.0.0.1:9001"));
+  assert_false(hd__tenant_allows_origin(acme, "https://127.0.0.1:9000"));
+  assert_false(hd__tenant_allows_origin(acme, "http://127.0.0.1"));
+  assert_false(hd__tenant_allows_origin(acme, "http://app.example.com"));
+  assert_false(hd__tenant_allows_origin(acme, "https://app.example.com.evil.test"));
+  assert_false(hd__tenant_allows_origin(acme, ""));
+  assert_false(hd__tenant_allows_origin(acme, NULL));
+
+  /* "*": any origin, but never the opaque "null" of files and sandboxed frames. */
+  assert_true(beta->origins_any);
+  assert_true(hd__tenant_allows_origin(beta, "https://anything.test:8443"));
+  assert_false(hd__tenant_allows_origin(beta, "null"));
+
+  /* Not configured: no cross-origin access at all. */
+  assert_int_equal(gamma->norigins, 0);
+  assert_false(hd__tenant_allows_origin(gamma, "http://127.0.0.1:9000"));
+  assert_false(hd__tenant_allows_origin(NULL, "http://127.0.0.1:9000"));
+}
+
 /* ---- tokens ------------------------------------------------------------------------------ */
 
 static void expect_refused(const hd_tenants *ts, const char *dev, const char *token) {
@@ -484,6 +515,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_load_reports_unusable_data_dir, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tenant_by_key, setup, teardown),
       cmocka_unit_test_setup_teardown(test_apps_and_self_register, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_allowed_origins, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_refusals, setup, teardown),
       cmocka_unit_test(test_valid_id),
