@@ -73,32 +73,44 @@ static void on_http_published(void *ud, int status, uint64_t id, const char *rea
   hd__http_reply(r, 202, "application/json", body, (size_t)n);
 }
 
+/* A publish refused before it reaches the broker's queue: answer and count it. */
+static void refuse(hd_broker *b, hd_http_req *r, int err, const char *why) {
+  hd__broker_count_refusal(b, HD_INGRESS_HTTP);
+  hd__http_reply_error(r, err, why);
+}
+
 static void h_publish(void *ud, hd_http_req *r) {
   hd_broker *b = ud;
   const char *key = hd__http_bearer(r);
   hd_tenant *t = key ? hd__tenant_by_key(&b->tenants, key) : NULL;
   if (!t) {
-    hd__http_reply_error(r, HD_EAUTH, "missing or wrong publish key");
+    refuse(b, r, HD_EAUTH, "missing or wrong publish key");
     return;
   }
   const char *appid = hd__http_param(r, "appid");
   if (!hd__tenant_has_app(t, appid)) {
-    hd__http_reply_error(r, HD_ENOTFOUND, "no such app");
+    refuse(b, r, HD_ENOTFOUND, "no such app");
     return;
   }
   json_t *j = body_object(r, 0);
-  if (!j) return;
+  if (!j) {
+    hd__broker_count_refusal(b, HD_INGRESS_HTTP);
+    return;
+  }
   static const char *const fields[] = {"to", "data", "ttl", "collapse", NULL};
-  if (!only_fields(r, j, fields)) goto out;
+  if (!only_fields(r, j, fields)) {
+    hd__broker_count_refusal(b, HD_INGRESS_HTTP);
+    goto out;
+  }
   json_t *to = json_object_get(j, "to"), *data = json_object_get(j, "data");
   json_t *ttl = json_object_get(j, "ttl"), *collapse = json_object_get(j, "collapse");
   if ((to && !json_is_null(to) && !json_is_string(to)) ||
       (collapse && !json_is_null(collapse) && !json_is_string(collapse))) {
-    hd__http_reply_error(r, HD_EINVAL, "to and collapse must be strings");
+    refuse(b, r, HD_EINVAL, "to and collapse must be strings");
     goto out;
   }
   if (ttl && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1)) {
-    hd__http_reply_error(r, HD_EINVAL, "ttl must be a positive integer (seconds)");
+    refuse(b, r, HD_EINVAL, "ttl must be a positive integer (seconds)");
     goto out;
   }
   char *mp = NULL;
@@ -107,7 +119,7 @@ static void h_publish(void *ud, hd_http_req *r) {
   int rc = hd__codec_json_to_mpbuf(data ? data : null, &mp, &mplen);
   json_decref(null);
   if (rc) {
-    hd__http_reply_error(r, rc, "data cannot be stored");
+    refuse(b, r, rc, "data cannot be stored");
     goto out;
   }
   hd_pubreq pr = {

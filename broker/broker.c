@@ -75,6 +75,10 @@ static void on_publish_done(hd_op *op) {
   pubctx_free(c);
 }
 
+void hd__broker_count_refusal(hd_broker *b, int ingress) {
+  hd__metric_add(ingress == HD_INGRESS_ZMQ ? b->m_pub_err_zmq : b->m_pub_err_http, 1);
+}
+
 void hd__broker_publish(hd_broker *b, const hd_pubreq *req, hd_publish_cb cb, void *ud) {
   const char *why = NULL;
   int rc = HD_EINVAL;
@@ -456,7 +460,9 @@ int hd__broker_start(hd_broker *b, char *err, size_t errlen) {
     return HD_ECONFIG;
   }
   if ((rc = hd__http_listen(b->http, host, port))) {
-    snprintf(err, errlen, "http listen %s: %s", b->cfg.http.listen, hd_strerror(rc));
+    const char *why = hd__http_listen_error(b->http);
+    snprintf(err, errlen, "http listen %s: %s", b->cfg.http.listen,
+             why && *why ? why : hd_strerror(rc));
     return rc;
   }
   if (!(b->zctx = zmq_ctx_new())) {

@@ -69,6 +69,9 @@ typedef struct hd_pubreq {
 
 /* status 0: id is the committed message id. Otherwise an HD_E* code and a reason. */
 typedef void (*hd_publish_cb)(void *ud, int status, uint64_t id, const char *reason);
+/* Count a publish an ingress refused before it reached hd__broker_publish (bad credentials,
+ * malformed request), so herald_publishes_total{result="error"} sees every refusal. */
+void hd__broker_count_refusal(hd_broker *b, int ingress);
 /* Validate and queue. The callback always runs exactly once, possibly before this returns
  * (validation errors). */
 void hd__broker_publish(hd_broker *b, const hd_pubreq *req, hd_publish_cb cb, void *ud);

@@ -200,10 +200,12 @@ static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t 
   const char *why = NULL;
   int rc;
   if (too_big) {
+    hd__broker_count_refusal(z->b, HD_INGRESS_ZMQ);
     reply(r, HD_ETOOBIG, 0, "request larger than zmq max_frame");
     return;
   }
   if ((rc = hd__zmq_request_parse(body, len, &r->q, &why))) {
+    hd__broker_count_refusal(z->b, HD_INGRESS_ZMQ);
     reply(r, rc, 0, why);
     return;
   }
@@ -211,6 +213,7 @@ static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t 
   hd_tenant *t = hd__tenant_by_key(&z->b->tenants, q->key);
   /* One answer for a wrong key and an unknown tenant: nothing is revealed about either. */
   if (!t || strcmp(t->name, q->tenant ? q->tenant : "default") != 0) {
+    hd__broker_count_refusal(z->b, HD_INGRESS_ZMQ);
     reply(r, HD_EAUTH, 0, "wrong publish key for this tenant");
     return;
   }

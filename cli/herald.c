@@ -175,9 +175,12 @@ static int cmd_publish(opts *o, const char *data) {
 
   void *ctx = zmq_ctx_new();
   void *s = zmq_socket(ctx, ZMQ_DEALER);
-  int linger = 0, tmo = 10000;
+  int linger = 0, tmo = 10000, immediate = 1;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
   zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+  /* Without a connected broker a DEALER send would wait forever: give up after 10 s too. */
+  zmq_setsockopt(s, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
+  zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
   if (zmq_connect(s, o->zmq) != 0) {
     fprintf(stderr, "herald: connect %s: %s\n", o->zmq, zmq_strerror(zmq_errno()));
     return 1;
@@ -188,8 +191,11 @@ static int cmd_publish(opts *o, const char *data) {
   while (got < count) {
     while (sent < count && sent - got < window) {
       /* DEALER: an empty delimiter frame makes the reply look like a REQ reply. */
-      zmq_send(s, "", 0, ZMQ_SNDMORE);
-      zmq_send(s, sb.data, sb.size, 0);
+      if (zmq_send(s, "", 0, ZMQ_SNDMORE) < 0 || zmq_send(s, sb.data, sb.size, 0) < 0) {
+        fprintf(stderr, "herald: cannot send to %s within 10 s (is heraldd running?)\n",
+                o->zmq);
+        return 1;
+      }
       sent++;
     }
     char buf[4096];

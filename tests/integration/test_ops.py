@@ -50,11 +50,17 @@ class Metrics(H.HeraldTestCase):
         d.publish("m", "x", to="nobody", expect=404)
         H.zmq_req(d.zmq_ingress, {"key": d.key, "app": "m", "data": 3})
         H.zmq_req(d.zmq_ingress, {"key": d.key, "app": "m", "to": "nobody", "data": 3})
+        # refusals before the queue count too: a wrong key, a malformed body, a bad frame
+        d.publish("m", 4, key="w" * 40, expect=401)
+        self.assertEqual(H.curl("POST", d.u("/v1/apps/m/messages"), b"{not json",
+                                token=d.key).status, 400)
+        H.zmq_req(d.zmq_ingress, {"key": "w" * 40, "app": "m", "data": 3})
+        H.zmq_req(d.zmq_ingress, b"\xc1")
         after = d.metrics()
         self.assertEqual(after[ok_http] - before[ok_http], 2)
-        self.assertEqual(after[err_http] - before[err_http], 1)
+        self.assertEqual(after[err_http] - before[err_http], 3)
         self.assertEqual(after[ok_zmq] - before[ok_zmq], 1)
-        self.assertEqual(after[err_zmq] - before[err_zmq], 1)
+        self.assertEqual(after[err_zmq] - before[err_zmq], 3)
         self.assertGreaterEqual(after["herald_publish_commit_seconds_count"] -
                                 before["herald_publish_commit_seconds_count"], 3)
         self.assertIn('herald_publish_commit_seconds_bucket{le="+Inf"}', after)
