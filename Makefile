@@ -2,7 +2,7 @@
 # Everything else here is a building block of those two.
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
-.PHONY: all deps browser-deps build build-asan run test test-unit test-integration clean
+.PHONY: all deps browser-deps build build-asan run test fuzz fuzz-brief chaos clean
 
 all: build
 
@@ -29,10 +29,21 @@ build-asan: deps
 run: build
 	exec build/release/heraldd
 
-# The whole suite twice: release build, then ASan+UBSan build.
+# Every fuzz target briefly, then the whole suite twice: release build, then ASan+UBSan build.
 test: build build-asan browser-deps
-	cd build/release && ctest --output-on-failure -j $(JOBS) --timeout 300
-	cd build/asan && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@$(MAKE) --no-print-directory fuzz-brief
+	cd build/release && ctest --output-on-failure -j $(JOBS) --timeout 900
+	cd build/asan && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# libFuzzer targets (clang, ASan+UBSan): 30 s each in the suite, 10 minutes each here.
+fuzz-brief: deps
+	scripts/fuzz.sh 30
+fuzz: deps
+	scripts/fuzz.sh 600
+
+# The long crash-safety run: ten minutes of kill -9 under load.
+chaos: build
+	HERALD_BUILD=$(CURDIR)/build/release /usr/bin/python3 tests/chaos/chaos.py --duration 600 --min-kills 100
 
 clean:
 	rm -rf build
