@@ -181,6 +181,7 @@ struct hd_http_conn {
   unsigned lingering : 1; /* write side shut down; draining input until EOF or timer */
   unsigned peer_eof : 1;
   unsigned in_parse : 1;  /* conn_parse() is on the stack: do not re-enter */
+  unsigned shared : 1;    /* buf is the server's shared read buffer (during one read only) */
   char peer[64];
 };
 
@@ -220,6 +221,10 @@ struct hd_http_server {
   hd_http_origin_cb cors_cb; /* NULL: no cross-origin policy (no CORS headers at all) */
   void *cors_ud;
   hd_http_stats stats;
+  /* One read buffer for every connection: libuv reads one stream at a time (alloc, read,
+   * callback), so a connection only needs bytes of its own while something is left unparsed.
+   * That keeps an idle or held connection at a few hundred bytes instead of 64 KiB. */
+  char *rbuf;
 };
 
 typedef struct wreq {
@@ -585,7 +590,13 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
   if (c->off == c->len) c->off = c->len = 0;
-  if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
+  if (c->len == 0 && c->s->rbuf) {
+    /* Nothing of our own pending: read into the shared buffer (see hd_http_server.rbuf). */
+    if (!c->shared) free(c->buf);
+    c->buf = c->s->rbuf;
+    c->cap = HTTP_READ_CHUNK;
+    c->shared = 1;
+  } else if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
     if (c->off) {
       memmove(c->buf, c->buf + c->off, c->len - c->off);
       c->len -= c->off;
@@ -608,9 +619,36 @@ static void conn_restart_idle(hd_http_conn *c) {
     uv_timer_stop(&c->timer);
 }
 
+/* After a read into the shared buffer: keep what is left unparsed in a buffer of our own (or
+ * nothing), so the shared one is free for the next connection. */
+static void conn_unshare(hd_http_conn *c) {
+  if (!c->shared) return;
+  size_t left = c->len - c->off;
+  c->shared = 0;
+  if (left == 0 || c->closing) {
+    c->buf = NULL;
+    c->cap = c->off = c->len = 0;
+    return;
+  }
+  size_t cap = left < HTTP_READ_CHUNK ? HTTP_READ_CHUNK : left;
+  char *own = xrealloc(NULL, cap);
+  memcpy(own, c->buf + c->off, left);
+  c->buf = own;
+  c->cap = cap;
+  c->off = 0;
+  c->len = left;
+}
+
+static void conn_on_read_inner(uv_stream_t *st, ssize_t nread);
+
 static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
-  hd_http_conn *c = st->data;
   (void)buf;
+  conn_on_read_inner(st, nread);
+  conn_unshare(st->data);
+}
+
+static void conn_on_read_inner(uv_stream_t *st, ssize_t nread) {
+  hd_http_conn *c = st->data;
   if (nread == 0 || c->closing) return;
   if (nread < 0) {
     uv_read_stop(st);
@@ -657,7 +695,7 @@ static void conn_free(hd_http_conn *c) {
   s->nconns--;
   s->stats.connections_open--;
   req_free(c->cur);
-  free(c->buf);
+  if (!c->shared) free(c->buf);
   c->magic = 0;
   free(c);
   server_maybe_done(s);
@@ -849,7 +887,14 @@ static void conn_parse(hd_http_conn *c) {
       break;
     }
   }
-  if (c->off == c->len) c->off = c->len = 0;
+  if (c->off == c->len) {
+    c->off = c->len = 0;
+    if (!c->shared && c->buf) { /* an idle connection keeps no buffer */
+      free(c->buf);
+      c->buf = NULL;
+      c->cap = 0;
+    }
+  }
   c->in_parse = 0;
   conn_update_reading(c);
 }
@@ -1065,6 +1110,7 @@ static void on_connection(uv_stream_t *server, int status) {
 int hd__http_new(uv_loop_t *loop, const hd_http_opts *opts, hd_http_server **out) {
   if (!loop || !out) return HD_EINVAL;
   hd_http_server *s = xcalloc(1, sizeof *s);
+  s->rbuf = xrealloc(NULL, HTTP_READ_CHUNK);
   s->loop = loop;
   if (opts) s->opts = *opts;
   if (!s->opts.max_header) s->opts.max_header = HTTP_DEFAULT_MAX_HEADER;
@@ -1231,6 +1277,7 @@ void hd__http_free(hd_http_server *s) {
   HTTP_CHECK(s->lstate != LST_OPEN && s->lstate != LST_CLOSING);
   for (size_t i = 0; i < s->nroutes; i++) route_free_fields(&s->routes[i]);
   free(s->routes);
+  free(s->rbuf);
   free(s);
 }
 
