@@ -2,6 +2,8 @@
  *
  *   herald-bench ingest   [--connections C] [--window W] [--duration S] [--size B]
  *   herald-bench longpoll [--devices N] [--messages M] [--rate R] [--threads T]
+ *   herald-bench idle     [--devices N] [--hold S]                  (ipconn_bench.c)
+ *   herald-bench ipconn   [--devices N] [--messages M] [--rate R] [--threads T]
  *
  * ingest:   C ZeroMQ DEALER publishers keep W requests each in flight with B-byte payloads and
  *           count acknowledgements (which Herald sends only after the group commit is durable).
@@ -30,31 +32,18 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bench.h"
 #include "hist.h"
 #include "httpc.h"
 #include "zpub.h"
 
-typedef struct opts {
-  const char *url_host;
-  int http_port;
-  const char *zmq;
-  const char *key;
-  const char *tenant;
-  const char *data_dir;
-  const char *app;
-  int connections, window, size, threads, json;
-  double duration, rate;
-  long devices, messages;
-  int pid;
-} opts;
-
-static uint64_t now_ns(void) {
+uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int load_key(opts *o, char *buf, size_t len) {
+int load_key(opts *o, char *buf, size_t len) {
   if (o->key) return snprintf(buf, len, "%s", o->key) >= (int)len;
   const char *env = getenv("HERALD_KEY");
   if (env && *env) return snprintf(buf, len, "%s", env) >= (int)len;
@@ -76,7 +65,7 @@ static int load_key(opts *o, char *buf, size_t len) {
 /* The broker is the process that listens on the HTTP port: find the socket's inode in
  * /proc/net/tcp, then the process holding it. Other heraldd instances on the machine (tests,
  * other benches) are not mistaken for it. */
-static int find_broker_pid(int port) {
+int find_broker_pid(int port) {
   char line[512], path[300], link[64], want[64];
   unsigned long inode = 0;
   FILE *f = fopen("/proc/net/tcp", "r");
@@ -116,12 +105,7 @@ static int find_broker_pid(int port) {
   return found;
 }
 
-typedef struct usage {
-  double cpu_s;
-  long rss_kb;
-} usage;
-
-static usage broker_usage(int pid) {
+usage broker_usage(int pid) {
   usage u = {0, 0};
   char path[64], buf[1024];
   if (!pid) return u;
@@ -147,7 +131,7 @@ static usage broker_usage(int pid) {
   return u;
 }
 
-static rlim_t raise_nofile(void) {
+rlim_t raise_nofile(void) {
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
@@ -162,8 +146,8 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 }
 
 /* A publish request; `data` is a JSON-ish msgpack map {"s": seq, "t": ns, "p": padding}. */
-static void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t seq,
-                          uint64_t t, int pad) {
+void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t seq,
+                   uint64_t t, int pad) {
   msgpack_packer pk;
   msgpack_sbuffer_clear(sb);
   msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -191,7 +175,7 @@ static void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, u
   msgpack_pack_str_body(&pk, filled, (size_t)pad);
 }
 
-static void print_lat(const char *what, const hb_hist *h, int json) {
+void print_lat(const char *what, const hb_hist *h, int json) {
   if (json) {
     printf("\"%s_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
            "\"max\": %.3f, \"mean\": %.3f}",
@@ -683,6 +667,8 @@ static void usage_text(FILE *f) {
           "scenarios:\n"
           "  ingest     ZeroMQ publishes acknowledged after commit\n"
           "  longpoll   broadcasts to devices holding HTTP long-polls\n"
+          "  idle       N idle authenticated ipconn connections: broker RSS per connection\n"
+          "  ipconn     broadcasts to devices on ipconn connections, acked\n"
           "options:\n"
           "  --http HOST:PORT   (default 127.0.0.1:8470)    --zmq ENDPOINT (tcp://127.0.0.1:8471)\n"
           "  --key K | $HERALD_KEY | --data-dir D (./var/herald) --tenant T (default)\n"
@@ -690,6 +676,9 @@ static void usage_text(FILE *f) {
           "  ingest:   --connections C (4) --window W (256) --duration S (10) --size B (100)\n"
           "  longpoll: --devices N (1000) --messages M (100) --rate R per second (10; 0 = all at\n"
           "            once) --threads T (1)\n"
+          "  idle, ipconn: --ipconn HOST:PORT (127.0.0.1:8473) --devices N --parallel P (256\n"
+          "            connects in flight) --threads T; idle: --hold S (0) keeps them open\n"
+          "            after measuring; ipconn: --messages M --rate R as for longpoll\n"
           "  --pid P            broker pid for CPU/RSS (default: whoever listens on the HTTP port)\n"
           "  --json             one JSON object instead of the table\n");
 }
@@ -698,24 +687,26 @@ int main(int argc, char **argv) {
   opts o = {.url_host = "127.0.0.1", .http_port = 8470, .zmq = "tcp://127.0.0.1:8471",
             .tenant = "default", .data_dir = "./var/herald", .app = "bench", .connections = 4,
             .window = 256, .size = 100, .threads = 1, .duration = 10, .rate = 10,
-            .devices = 1000, .messages = 100};
+            .devices = 1000, .messages = 100, .ipc_host = "127.0.0.1", .ipc_port = 8473,
+            .parallel = 256};
   if (argc < 2) {
     usage_text(stderr);
     return 2;
   }
   const char *scenario = argv[1];
   enum { O_HTTP = 256, O_ZMQ, O_KEY, O_DATA, O_TENANT, O_APP, O_CONN, O_WIN, O_DUR, O_SIZE,
-         O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON };
+         O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR };
   static const struct option lo[] = {
       {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
       {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},
       {"connections", 1, 0, O_CONN}, {"window", 1, 0, O_WIN},    {"duration", 1, 0, O_DUR},
       {"size", 1, 0, O_SIZE},       {"devices", 1, 0, O_DEV},    {"messages", 1, 0, O_MSG},
       {"rate", 1, 0, O_RATE},       {"threads", 1, 0, O_THR},    {"pid", 1, 0, O_PID},
-      {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+      {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},         {"ipconn", 1, 0, O_IPC},
+      {"hold", 1, 0, O_HOLD},       {"parallel", 1, 0, O_PAR},   {0, 0, 0, 0}};
   int c;
   optind = 2;
-  static char host[256];
+  static char host[256], ipc_host[256];
   while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (c) {
     case O_HTTP: {
@@ -744,17 +735,32 @@ int main(int argc, char **argv) {
     case O_THR: o.threads = atoi(optarg); break;
     case O_PID: o.pid = atoi(optarg); break;
     case O_JSON: o.json = 1; break;
+    case O_IPC: {
+      const char *colon = strrchr(optarg, ':');
+      if (!colon) {
+        fprintf(stderr, "--ipconn wants HOST:PORT\n");
+        return 2;
+      }
+      snprintf(ipc_host, sizeof ipc_host, "%.*s", (int)(colon - optarg), optarg);
+      o.ipc_host = ipc_host;
+      o.ipc_port = atoi(colon + 1);
+      break;
+    }
+    case O_HOLD: o.hold = atof(optarg); break;
+    case O_PAR: o.parallel = atoi(optarg); break;
     case 'h': usage_text(stdout); return 0;
     default: usage_text(stderr); return 2;
     }
   }
   if (o.connections < 1 || o.window < 1 || o.threads < 1 || o.devices < 1 || o.messages < 1 ||
-      o.duration <= 0) {
+      o.duration <= 0 || o.parallel < 1) {
     fprintf(stderr, "herald-bench: counts must be positive\n");
     return 2;
   }
   if (strcmp(scenario, "ingest") == 0) return run_ingest(&o);
   if (strcmp(scenario, "longpoll") == 0) return run_longpoll(&o);
+  if (strcmp(scenario, "idle") == 0) return run_ipconn_idle(&o);
+  if (strcmp(scenario, "ipconn") == 0) return run_ipconn(&o);
   fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
   usage_text(stderr);
   return 2;

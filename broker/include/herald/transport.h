@@ -14,7 +14,9 @@
  *
  * ABI changelog (append only; a change of layout bumps the major):
  *   2026-11-21  1.0  first version: push (deliver/done) and pull (fetch/watch/ack) transports,
- *                    HTTP routes on the broker's listener.
+ *                    HTTP routes on the broker's listener. The ack callback's status is the
+ *                    number of ids that took effect (>= 0) or a negative HD_E*: test for
+ *                    `status < 0`, not `status != 0`.
  *
  * THE CONTRACT
  *   MUST  1. Every callback runs on the broker's loop thread, and every host function except

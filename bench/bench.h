@@ -1,0 +1,52 @@
+/* bench.h — what the scenarios of herald-bench share: the options and the helpers in
+ * herald_bench.c (clock, publish key, the broker's pid and /proc usage, the fd limit, publish
+ * requests, latency printing). The ipconn scenarios live in ipconn_bench.c. */
+#ifndef HERALD_BENCH_H
+#define HERALD_BENCH_H
+
+#include <msgpack.h>
+#include <stdint.h>
+#include <sys/resource.h>
+
+#include "hist.h"
+
+typedef struct opts {
+  const char *url_host;
+  int http_port;
+  const char *zmq;
+  const char *key;
+  const char *tenant;
+  const char *data_dir;
+  const char *app;
+  int connections, window, size, threads, json;
+  double duration, rate;
+  long devices, messages;
+  int pid;
+  /* ipconn scenarios */
+  const char *ipc_host;  /* --ipconn HOST:PORT (default 127.0.0.1:8473) */
+  int ipc_port;
+  double hold;           /* idle: seconds to keep the connections open after measuring */
+  int parallel;          /* connects (and registrations) in flight at once */
+} opts;
+
+typedef struct usage {
+  double cpu_s;
+  long rss_kb;
+} usage;
+
+uint64_t now_ns(void);
+int load_key(opts *o, char *buf, size_t len);
+/* The pid of the process listening on this TCP port (0 if none found). */
+int find_broker_pid(int port);
+usage broker_usage(int pid);
+/* Raise the soft fd limit to the hard one; returns the soft limit now in force. */
+rlim_t raise_nofile(void);
+/* A ZeroMQ publish request whose data is {"s": seq, "t": ns, "p": pad bytes}. */
+void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t seq,
+                   uint64_t t, int pad);
+void print_lat(const char *what, const hb_hist *h, int json);
+
+int run_ipconn_idle(opts *o);
+int run_ipconn(opts *o);
+
+#endif
