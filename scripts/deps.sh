@@ -2,7 +2,10 @@
 # Installs the Debian packages Herald needs to build and test, only those missing.
 # Runs as root or through sudo; a no-op when everything is already there.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang
+# clang's sanitizer and libFuzzer runtimes (libclang-rt-14-dev) are only a recommendation of
+# clang, and recommendations are not installed here: name them. Chromium needs a font to
+# render the demo page's screenshot.
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev fonts-dejavu-core
       libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
       libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
       curl python3 python3-zmq python3-msgpack lmdb-utils
