@@ -218,6 +218,43 @@ out:
   json_decref(j);
 }
 
+/* ---- device tokens: rotate and revoke ---- */
+static void on_http_token(void *ud, int status, const char *device, const char *token,
+                          const char *reason) {
+  hd_http_req *r = ud;
+  if (status) {
+    hd__http_reply_error(r, status, reason);
+    return;
+  }
+  if (token) reply_json(r, 200, json_pack("{s:s, s:s}", "device", device, "token", token));
+  else hd__http_reply(r, 204, NULL, NULL, 0);
+}
+
+/* POST rotates (publish key, or the device's own current token); DELETE revokes (publish key
+ * only). A device of no tenant, or of another one, is "no such device" for a publish key, the
+ * same answer whichever: nothing of another tenant is revealed. */
+static void h_token(void *ud, hd_http_req *r) {
+  hd_broker *b = ud;
+  int rotate = strcmp(hd__http_method(r), "POST") == 0;
+  const char *device = hd__http_param(r, "device");
+  const char *bearer = hd__http_bearer(r);
+  hd_tenant *t = bearer ? hd__tenant_by_key(&b->tenants, bearer) : NULL;
+  if (t) {
+    hd__broker_token(b, t, device, 0, rotate, on_http_token, r);
+    return;
+  }
+  uint32_t gen;
+  if (!rotate) {
+    hd__http_reply_error(r, HD_EAUTH, "revoking a device's tokens needs the publish key");
+    return;
+  }
+  if (!bearer || hd__token_verify(&b->tenants, device, bearer, &t, &gen)) {
+    hd__http_reply_error(r, HD_EAUTH, "wrong publish key or device token");
+    return;
+  }
+  hd__broker_token(b, t, device, gen, 1, on_http_token, r);
+}
+
 /* ---- operations ---- */
 static void h_metrics(void *ud, hd_http_req *r) {
   hd_broker *b = ud;
@@ -245,19 +282,13 @@ static void h_healthz(void *ud, hd_http_req *r) {
 /* ---- cross-origin policy (CORS) ---- */
 
 /* The tenant a request acts for, as far as can be told before its handler runs: the owner of a
- * publish key; the tenant a device token names ("<tenant>.<gen>.<mac>": not verified here, the
- * handler does that); without credentials ?tenant=, Herald-Tenant, or "default". */
+ * publish key; the tenant a device token names ("<tenant>.<gen>.<exp>.<mac>": not verified
+ * here, the handler does that); without credentials ?tenant=, Herald-Tenant, or "default". */
 static hd_tenant *request_tenant(hd_broker *b, hd_http_req *r) {
   const char *bearer = hd__http_bearer(r);
   if (bearer) {
     hd_tenant *t = hd__tenant_by_key(&b->tenants, bearer);
-    if (t) return t;
-    const char *dot = strchr(bearer, '.');
-    char name[80];
-    if (!dot || dot == bearer || (size_t)(dot - bearer) >= sizeof name) return NULL;
-    memcpy(name, bearer, (size_t)(dot - bearer));
-    name[dot - bearer] = 0;
-    return hd__tenant_by_name(&b->tenants, name);
+    return t ? t : hd__token_tenant_guess(&b->tenants, bearer);
   }
   const char *tn = hd__http_query(r, "tenant");
   if (!tn) tn = hd__http_header(r, "Herald-Tenant");
@@ -286,6 +317,8 @@ int hd__api_init(hd_broker *b) {
   rc = rc ? rc : hd__static_init(b->http);
   rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/messages", h_publish, b);
   rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/apps/{appid}/registrations", h_register, b);
+  rc = rc ? rc : hd__http_route(b->http, "POST", "/v1/devices/{device}/token", h_token, b);
+  rc = rc ? rc : hd__http_route(b->http, "DELETE", "/v1/devices/{device}/token", h_token, b);
   rc = rc ? rc : hd__http_route(b->http, "GET", "/metrics", h_metrics, b);
   rc = rc ? rc : hd__http_route(b->http, "GET", "/healthz", h_healthz, b);
   return rc;

@@ -8,6 +8,9 @@
  *        - no credentials, no device: a new unguessable device (open apps only, rate-limited
  *          per client address). The tenant is ?tenant= or the Herald-Tenant header, default
  *          "default".
+ *   POST   /v1/devices/{d}/token          rotate the device's tokens, 200 {"device","token"}
+ *          (Bearer publish key or the device's current token); every older token stops working
+ *   DELETE /v1/devices/{d}/token          revoke every token of the device, 204 (publish key)
  *   GET  /metrics                          Prometheus text
  *   GET  /healthz                          {"status": "ok"} or 503 while stopping
  *   GET  /v1/client/herald.js, /demo/...   the embedded browser files (static.c)

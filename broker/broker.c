@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <zmq.h>
 
@@ -213,6 +214,71 @@ void hd__broker_register(hd_broker *b, const hd_regreq *req, hd_register_cb cb, 
   }
 }
 
+/* ---- token rotation and revocation ---- */
+typedef struct tokctx {
+  hd_op op;
+  hd_broker *b;
+  hd_tenant *tenant;
+  hd_register_cb cb;
+  void *ud;
+  int rotate;
+  char device[HD_STORE_MAX_ID + 1];
+} tokctx;
+
+static void on_token_done(hd_op *op) {
+  tokctx *c = (tokctx *)op;
+  char token[HD_TOKEN_MAX];
+  int rc = op->status;
+  if (rc) {
+    c->cb(c->ud, rc, NULL, NULL, op->reason);
+  } else if (!c->rotate) {
+    hd__log(HD_LOG_INFO, "device_token_revoked", "tenant=%s device=%s gen=%u", c->tenant->name,
+            c->device, op->u.devgen.dev.gen);
+    c->cb(c->ud, 0, c->device, NULL, NULL);
+  } else if ((rc = hd__token_mint(c->tenant, c->device, op->u.devgen.dev.gen, token,
+                                  sizeof token))) {
+    c->cb(c->ud, rc, NULL, NULL, "cannot mint token");
+  } else {
+    hd__log(HD_LOG_INFO, "device_token_rotated", "tenant=%s device=%s gen=%u", c->tenant->name,
+            c->device, op->u.devgen.dev.gen);
+    c->cb(c->ud, 0, c->device, token, NULL);
+  }
+  free(c);
+}
+
+void hd__broker_token(hd_broker *b, hd_tenant *tenant, const char *device, uint32_t expect_gen,
+                      int rotate, hd_register_cb cb, void *ud) {
+  if (b->stopping) {
+    cb(ud, HD_ECLOSED, NULL, NULL, "broker is shutting down");
+    return;
+  }
+  if (!hd__valid_id(device)) {
+    cb(ud, HD_EINVAL, NULL, NULL, "device id must be 1-128 of A-Z a-z 0-9 . _ : -");
+    return;
+  }
+  tokctx *c = calloc(1, sizeof *c);
+  if (!c) {
+    cb(ud, HD_ENOMEM, NULL, NULL, NULL);
+    return;
+  }
+  snprintf(c->device, sizeof c->device, "%s", device);
+  c->b = b;
+  c->tenant = tenant;
+  c->cb = cb;
+  c->ud = ud;
+  c->rotate = rotate;
+  c->op.kind = HD_OP_DEVICE_GEN;
+  c->op.done = on_token_done;
+  c->op.u.devgen.tenant_num = tenant->num;
+  c->op.u.devgen.device_id = c->device;
+  c->op.u.devgen.expect_gen = expect_gen;
+  int rc = hd__writer_submit(b->writer, &c->op);
+  if (rc) {
+    free(c);
+    cb(ud, rc, NULL, NULL, "broker is shutting down");
+  }
+}
+
 /* ---- ack ---- */
 typedef struct ackctx {
   hd_op op;
@@ -303,6 +369,18 @@ static double g_conns(void *ud) {
   hd_broker *b = ud;
   return b->http ? (double)hd__http_stats(b->http)->connections_open : 0;
 }
+/* herald_http_refused_total{reason=...}: one gauge function per field of hd_http_stats. */
+#define G_REFUSED(name, field)                                                    \
+  static double name(void *ud) {                                                \
+    hd_broker *b = ud;                                                          \
+    return b->http ? (double)hd__http_stats(b->http)->field : 0;                \
+  }
+G_REFUSED(g_ref_max, connections_refused)
+G_REFUSED(g_ref_addr, refused_per_address)
+G_REFUSED(g_ref_fd, refused_fd_limit)
+G_REFUSED(g_ref_body, refused_body)
+G_REFUSED(g_ref_header, refused_header)
+#undef G_REFUSED
 static double g_held(void *ud) {
   hd_broker *b = ud;
   return b->http ? (double)hd__http_stats(b->http)->requests_held : 0;
@@ -362,6 +440,17 @@ static int metrics_init(hd_broker *b) {
   rc |= hd__metric_fn(m, "herald_lmdb_map_bytes", "Configured LMDB map size", NULL, g_map_size,
                       b);
   rc |= hd__metric_fn(m, "herald_http_connections", "Open HTTP connections", NULL, g_conns, b);
+  const char *ref_help = "HTTP connections closed at accept, or requests refused, by reason";
+  rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"max_connections\"",
+                      g_ref_max, b);
+  rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"per_address\"",
+                      g_ref_addr, b);
+  rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"fd_limit\"",
+                      g_ref_fd, b);
+  rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"body_too_large\"",
+                      g_ref_body, b);
+  rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"header_too_large\"",
+                      g_ref_header, b);
   rc |= hd__metric_fn(m, "herald_held_polls", "HTTP requests held open (long-polls)", NULL,
                       g_held, b);
   rc |= hd__metric_fn(m, "herald_watches", "Devices waiting for a wake-up", NULL, g_watches, b);
@@ -379,6 +468,47 @@ static int metrics_init(hd_broker *b) {
 }
 
 /* ---- lifecycle ---- */
+/* Sockets the broker needs besides HTTP connections: LMDB, ZeroMQ, the loop, logs, plugins. */
+#define FD_RESERVE 64
+
+/* max_connections, lowered to fit the process's file limit: past it accept() fails with
+ * EMFILE, which libuv absorbs by closing waiting connections unseen, so the refusal would be
+ * neither counted nor logged. Keeping the cap below the limit makes it an ordinary,
+ * counted max_connections refusal. */
+static uint64_t http_max_connections(int64_t want) {
+  struct rlimit rl;
+  uint64_t max = (uint64_t)want;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return max;
+  uint64_t room = rl.rlim_cur > 2 * FD_RESERVE ? (uint64_t)rl.rlim_cur - FD_RESERVE
+                                               : (uint64_t)rl.rlim_cur / 2;
+  if (max > room) {
+    hd__log(HD_LOG_WARN, "max_connections_lowered",
+            "configured=%lld effective=%llu reason=\"file limit (ulimit -n) is %llu\"",
+            (long long)want, (unsigned long long)room, (unsigned long long)rl.rlim_cur);
+    max = room;
+  }
+  return max;
+}
+
+/* Logs refusals, at most one line per second per reason (a flood must not flood the log);
+ * the herald_http_refused_total counters see every one. */
+static void on_http_refused(void *ud, const char *reason, const char *peer) {
+  static const char *const reasons[] = {"max_connections", "per_address", "fd_limit"};
+  static uint64_t last_ns[3], skipped[3];
+  (void)ud;
+  size_t i = 0;
+  while (i < 2 && strcmp(reasons[i], reason) != 0) i++;
+  uint64_t now = hd__mono_ns();
+  if (last_ns[i] && now - last_ns[i] < 1000000000ull) {
+    skipped[i]++;
+    return;
+  }
+  hd__log(HD_LOG_WARN, "http_refused", "reason=%s peer=%s also_refused=%llu", reason,
+          peer ? peer : "-", (unsigned long long)skipped[i]);
+  last_ns[i] = now;
+  skipped[i] = 0;
+}
+
 static void on_signal(uv_signal_t *s, int signum) {
   hd_broker *b = s->data;
   hd__log(HD_LOG_INFO, "signal", "signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -437,7 +567,10 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
       .max_header = b->cfg.http.max_header,
       .max_body = b->cfg.http.max_body,
       .idle_timeout_ms = (uint64_t)b->cfg.http.idle_timeout_s * 1000,
-      .max_connections = (uint64_t)b->cfg.http.max_connections,
+      .max_connections = http_max_connections(b->cfg.http.max_connections),
+      .max_per_address = (uint64_t)b->cfg.http.max_connections_per_address,
+      .on_refused = on_http_refused,
+      .on_refused_ud = b,
   };
   if ((rc = hd__http_new(loop, &ho, &b->http))) {
     snprintf(err, errlen, "http: %s", hd_strerror(rc));

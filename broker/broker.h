@@ -88,6 +88,15 @@ typedef void (*hd_register_cb)(void *ud, int status, const char *device_id, cons
                                const char *reason);
 void hd__broker_register(hd_broker *b, const hd_regreq *req, hd_register_cb cb, void *ud);
 
+/* Rotate (rotate = 1) or revoke (0) a device's tokens: bump its generation in the store, so
+ * every token minted before stops working at once (long-poll and every new request check
+ * the generation; an ipconn connection already authenticated lives on until it reconnects).
+ * expect_gen 0: the caller holds the publish key; else the generation of the device token the
+ * caller presented, which must still be current. cb runs exactly once, after the commit, with
+ * the new token when rotating (NULL when revoking). device is copied. */
+void hd__broker_token(hd_broker *b, hd_tenant *tenant, const char *device, uint32_t expect_gen,
+                      int rotate, hd_register_cb cb, void *ud);
+
 /* Acknowledge ids for a device; cb(ud, status) after the commit, status being the number of
  * ids that took effect or a negative HD_E*. ids are copied; tenant and
  * device name the device in the "acked" event and must outlive the call only. */

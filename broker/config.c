@@ -169,6 +169,45 @@ int hd__config_parse_duration(const char *s, int64_t *out) {
   return HD_ECONFIG;
 }
 
+int hd__config_parse_time(const char *s, int64_t *out) {
+  int y, mo, d, h, mi, sec, n = 0;
+  if (!s || !*s) return HD_ECONFIG;
+  const char *p = s;
+  while (is_digit(*p)) p++;
+  if (!*p) { /* Unix seconds */
+    int64_t v = 0;
+    for (p = s; *p; p++) {
+      if (v > (INT64_MAX - 9) / 10) return HD_ECONFIG;
+      v = v * 10 + (*p - '0');
+    }
+    *out = v;
+    return 0;
+  }
+  if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19 ||
+      y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
+      s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+    return HD_ECONFIG;
+  for (int i = 0; i < 19; i++)
+    if (i != 4 && i != 7 && i != 10 && i != 13 && i != 16 && !is_digit(s[i])) return HD_ECONFIG;
+  p = s + 19;
+  if (*p == '.') {
+    p++;
+    if (!is_digit(*p)) return HD_ECONFIG;
+    while (is_digit(*p)) p++;
+  }
+  if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0) return HD_ECONFIG;
+  /* Days since 1970-01-01 for a proleptic Gregorian date (no timegm: it depends on TZ data). */
+  static const int cum[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+  int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (d > mdays[mo - 1] + (mo == 2 && leap)) return HD_ECONFIG;
+  int64_t yy = y - 1970;
+  int64_t days = yy * 365 + (y - 1969) / 4 - (y - 1901) / 100 + (y - 1601) / 400 +
+                 cum[mo - 1] + (mo > 2 && leap) + d - 1;
+  *out = days * DAY_S + h * 3600 + mi * 60 + sec;
+  return 0;
+}
+
 /* A plain decimal integer, optionally negative; the caller's range check says whether a
  * negative value is allowed, which gives a better message than "bad number". */
 static int parse_int(const char *s, int64_t *out) {
@@ -275,6 +314,12 @@ static const char *check_publish_key(const char *v) {
   return n >= 32 ? NULL : "want at least 32 characters";
 }
 
+static const char *check_time(const char *v) {
+  int64_t t;
+  return hd__config_parse_time(v, &t) == 0 ? NULL
+                                           : "want Unix seconds or YYYY-MM-DDTHH:MM:SSZ (UTC)";
+}
+
 static const char *check_app_id(const char *v) {
   size_t n = 0;
   for (; v[n]; n++)
@@ -372,6 +417,8 @@ static const keydef keys[] = {
      .min = 1, .max = DURATION_MAX_S},
     {.sect = S_HTTP, .name = "max_connections", .type = V_INT,
      .off = CF(http.max_connections), .min = 1, .max = 10000000},
+    {.sect = S_HTTP, .name = "max_connections_per_address", .type = V_INT,
+     .off = CF(http.max_connections_per_address), .min = 0, .max = 10000000},
 
     {.sect = S_ZMQ, .name = "ingress", .type = V_STR, .off = CF(zmq.ingress),
      .check = check_endpoint},
@@ -397,6 +444,12 @@ static const keydef keys[] = {
 
     {.sect = S_TENANT, .name = "publish_key", .type = V_STR_OPT, .off = TF(publish_key),
      .check = check_publish_key},
+    {.sect = S_TENANT, .name = "previous_publish_key", .type = V_STR_OPT,
+     .off = TF(previous_publish_key), .check = check_publish_key},
+    {.sect = S_TENANT, .name = "previous_key_until", .type = V_STR_OPT,
+     .off = TF(previous_key_until), .check = check_time},
+    {.sect = S_TENANT, .name = "device_token_ttl", .type = V_DURATION,
+     .off = TF(device_token_ttl_s), .min = 0, .max = DURATION_MAX_S},
     {.sect = S_TENANT, .name = "apps", .type = V_LIST, .off = TF(apps), .count_off = TF(napps),
      .check = check_app_id, .flags = LIST_STAR | LIST_NONEMPTY},
     {.sect = S_TENANT, .name = "self_register", .type = V_LIST, .off = TF(self_register),
@@ -427,6 +480,8 @@ static void tenant_defaults(hd_tenant_conf *t, const char *name, int line) {
 static void tenant_free(hd_tenant_conf *t) {
   free(t->name);
   free(t->publish_key);
+  free(t->previous_publish_key);
+  free(t->previous_key_until);
   list_free(t->apps, t->napps);
   list_free(t->self_register, t->nself_register);
   list_free(t->allowed_origins, t->nallowed_origins);
@@ -444,6 +499,7 @@ static void config_defaults(hd_config *c, const char *source) {
   c->http.max_header = 16 * KIB;
   c->http.idle_timeout_s = 60;
   c->http.max_connections = 10000;
+  c->http.max_connections_per_address = 1000;
 
   c->zmq.ingress = xstrdup("tcp://127.0.0.1:8471");
   c->zmq.events = xstrdup("tcp://127.0.0.1:8472");
@@ -669,6 +725,12 @@ static int apply(parser *p, int line, const keydef *k, char *v) {
 /* Checks that need the whole [tenant] section: self_register against apps. */
 static int tenant_finish(parser *p) {
   const hd_tenant_conf *t = &p->c->tenants[p->cur];
+  if (!t->previous_publish_key != !t->previous_key_until)
+    return fail(p, t->line, "tenant '%s': previous_publish_key and previous_key_until go together",
+                t->name);
+  if (t->previous_publish_key && t->publish_key &&
+      strcmp(t->previous_publish_key, t->publish_key) == 0)
+    return fail(p, t->line, "tenant '%s': previous_publish_key equals publish_key", t->name);
   if (list_is_star(t->apps, t->napps)) return 0;
   int line = t->line;
   for (size_t k = 0; k < NKEYS; k++)

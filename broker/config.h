@@ -46,6 +46,9 @@ typedef struct hd_tenant_conf {
   char **allowed_origins; /* web origins ("scheme://host[:port]") whose pages may call the API
                            * cross-origin (CORS); "*" = any; empty (default) = none */
   size_t nallowed_origins;
+  char *previous_publish_key; /* also valid until previous_key_until; NULL: none */
+  char *previous_key_until;   /* RFC3339 UTC or Unix seconds (see hd__config_parse_time) */
+  int64_t device_token_ttl_s; /* device tokens expire this long after minting; 0 = never */
   int line;
 } hd_tenant_conf;
 
@@ -60,6 +63,7 @@ typedef struct hd_config {
     uint64_t max_header; /* bytes of request line + headers, default 16 KiB */
     int64_t idle_timeout_s; /* close an idle keep-alive connection, default 60 */
     int64_t max_connections; /* default 10000 */
+    int64_t max_connections_per_address; /* open connections per client address, default 1000 */
   } http;
 
   struct {
@@ -104,6 +108,9 @@ const hd_tenant_conf *hd__config_tenant(const hd_config *c, const char *name);
 int hd__config_parse_size(const char *s, uint64_t *out);
 /* "30", "30s", "5m", "2h", "7d" -> seconds. Returns 0 or HD_ECONFIG. */
 int hd__config_parse_duration(const char *s, int64_t *out);
+/* "2030-01-31T12:00:00Z" (RFC 3339 in UTC: "Z" or "+00:00", optional fraction ignored) or
+ * plain Unix seconds -> Unix seconds. Returns 0 or HD_ECONFIG. */
+int hd__config_parse_time(const char *s, int64_t *out);
 /* Split "host:port" / "[v6]:port"; host is written NUL-terminated into host (hostlen bytes). */
 int hd__config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* 1 if name matches [a-z0-9_-]{1,64}. */

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "herald/error.h"
 
@@ -878,11 +880,13 @@ static void conn_parse(hd_http_conn *c) {
       continue;
     }
     if (e != HPE_OK) {
-      if (c->err_status == 413)
+      if (c->err_status == 413) {
+        s->stats.refused_body++;
         conn_fail(c, 413, hd_err_code(HD_ETOOBIG), "request body too large");
-      else if (c->err_status == 431 || e == HPE_HEADER_OVERFLOW)
+      } else if (c->err_status == 431 || e == HPE_HEADER_OVERFLOW) {
+        s->stats.refused_header++;
         conn_fail(c, 431, hd_err_code(HD_ETOOBIG), "request header fields too large");
-      else
+      } else
         conn_fail(c, 400, hd_err_code(HD_EINVAL), http_errno_description(e));
       break;
     }
@@ -1050,8 +1054,74 @@ static void on_listener_close(uv_handle_t *h) {
   server_maybe_done(s);
 }
 
+/* A connection on its way in: handles initialised and counted, nothing read yet. NULL when
+ * libuv cannot set up the handle. */
+static hd_http_conn *conn_new(hd_http_server *s) {
+  hd_http_conn *c = xcalloc(1, sizeof *c);
+  c->magic = HTTP_CONN_MAGIC;
+  c->s = s;
+  if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+    free(c);
+    return NULL;
+  }
+  uv_timer_init(s->loop, &c->timer); /* cannot fail */
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  s->stats.connections_open++;
+  s->stats.connections_total++;
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  strcpy(c->peer, "unknown");
+  return c;
+}
+
+/* Open connections from `peer`, c itself excluded. A scan: accepts are rare next to reads,
+ * and it runs only when a per-address cap is set. */
+static uint64_t conns_from(const hd_http_server *s, const hd_http_conn *c) {
+  uint64_t n = 0;
+  for (const hd_http_conn *o = s->conns; o; o = o->next)
+    if (o != c && !o->closing && strcmp(o->peer, c->peer) == 0) n++;
+  return n;
+}
+
+/* The socket is open: learn the peer, apply the per-address cap, start reading. */
+static void conn_start(hd_http_conn *c) {
+  hd_http_server *s = c->s;
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+    else if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+  }
+  if (s->opts.max_per_address && conns_from(s, c) >= s->opts.max_per_address) {
+    /* Closed without an answer, like the max_connections refusal: an HTTP error would cost
+     * a write per refused socket to the one client that is flooding us. */
+    s->stats.refused_per_address++;
+    if (s->opts.on_refused) s->opts.on_refused(s->opts.on_refused_ud, "per_address", c->peer);
+    conn_close(c);
+    return;
+  }
+  conn_restart_idle(c);
+  conn_update_reading(c);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   hd_http_server *s = server->data;
+  if (status == UV_EMFILE || status == UV_ENFILE) {
+    /* Only when libuv's spare-fd trick (accept and close what waits, so the listener does
+     * not spin) could not run; usually the trick hides EMFILE from us, which is why the
+     * broker keeps max_connections below the fd limit. */
+    s->stats.refused_fd_limit++;
+    if (s->opts.on_refused) s->opts.on_refused(s->opts.on_refused_ud, "fd_limit", NULL);
+    return;
+  }
   if (status < 0 || s->closing || s->lstate != LST_OPEN) return;
   if (s->opts.max_connections && s->nconns >= s->opts.max_connections) {
     /* Accept and close at once: left in the backlog it would make libuv call us again and
@@ -1065,43 +1135,17 @@ static void on_connection(uv_stream_t *server, int status) {
     (void)uv_accept(server, (uv_stream_t *)t);
     s->stats.connections_refused++;
     s->refused_pending++;
+    if (s->opts.on_refused) s->opts.on_refused(s->opts.on_refused_ud, "max_connections", NULL);
     uv_close((uv_handle_t *)t, on_refused_close);
     return;
   }
-  hd_http_conn *c = xcalloc(1, sizeof *c);
-  c->magic = HTTP_CONN_MAGIC;
-  c->s = s;
-  if (uv_tcp_init(s->loop, &c->tcp) != 0) {
-    free(c);
-    return;
-  }
-  uv_timer_init(s->loop, &c->timer); /* cannot fail */
-  c->tcp.data = c;
-  c->timer.data = c;
-  c->next = s->conns;
-  if (s->conns) s->conns->prev = c;
-  s->conns = c;
-  s->nconns++;
-  s->stats.connections_open++;
-  s->stats.connections_total++;
-  http_parser_init(&c->parser, HTTP_REQUEST);
-  c->parser.data = c;
+  hd_http_conn *c = conn_new(s);
+  if (!c) return;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  struct sockaddr_storage ss;
-  int sl = sizeof ss;
-  strcpy(c->peer, "unknown");
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-    if (ss.ss_family == AF_INET)
-      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
-    else if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
-  }
-  conn_restart_idle(c);
-  conn_update_reading(c);
+  conn_start(c);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1404,4 +1448,174 @@ void hd__http_reply_error(hd_http_req *r, int err, const char *message) {
   hd__http_reply_ex(r, status, "application/json",
                     status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL, b.p, b.len);
   free(b.p);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fuzzing entry point (see http.h): one client connection over a socketpair */
+
+typedef struct fz_state {
+  uv_loop_t loop;
+  hd_http_server *s;
+  uv_pipe_t cli;      /* the client's end: writes the input, reads and drops answers */
+  uv_write_t wr;
+  uv_shutdown_t sh;
+  uv_timer_t later;   /* answers a held request on the next loop turn (a long-poll wake) */
+  uv_timer_t guard;   /* a held request and a stalled client would wait for each other */
+  hd_http_req *held;
+  int cli_open;
+  char rbuf[16 * 1024];
+} fz_state;
+
+static void fz_timers_stop(fz_state *z) {
+  uv_timer_stop(&z->later);
+  uv_timer_stop(&z->guard);
+}
+
+static void fz_cli_closed(uv_handle_t *h) {
+  fz_state *z = h->data;
+  z->cli_open = 0;
+  fz_timers_stop(z);
+}
+
+static void fz_cli_close(fz_state *z) {
+  if (z->cli_open && !uv_is_closing((uv_handle_t *)&z->cli))
+    uv_close((uv_handle_t *)&z->cli, fz_cli_closed);
+}
+
+static void fz_alloc(uv_handle_t *h, size_t sug, uv_buf_t *b) {
+  fz_state *z = h->data;
+  (void)sug;
+  *b = uv_buf_init(z->rbuf, sizeof z->rbuf);
+}
+
+static void fz_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  if (n < 0) fz_cli_close(st->data); /* the server closed: done */
+}
+
+static void fz_written(uv_write_t *w, int status) { (void)w, (void)status; }
+static void fz_shut(uv_shutdown_t *r, int status) { (void)r, (void)status; }
+
+static void fz_guard(uv_timer_t *t) { fz_cli_close(t->data); }
+
+static void fz_abort(void *ud, hd_http_req *r) {
+  fz_state *z = ud;
+  (void)r;
+  z->held = NULL;
+  uv_timer_stop(&z->later);
+}
+
+static void fz_later(uv_timer_t *t) {
+  fz_state *z = t->data;
+  hd_http_req *r = z->held;
+  z->held = NULL;
+  if (r) hd__http_reply(r, 200, "application/json", "{\"messages\": []}", 16);
+}
+
+static void fz_item(void *ud, hd_http_req *r) {
+  (void)ud;
+  sbuf b = {0};
+  sbuf_adds(&b, "{\"id\": ");
+  json_str(&b, hd__http_param(r, "id"));
+  const char *q = hd__http_query(r, "q");
+  const char *tok = hd__http_bearer(r);
+  const char *ct = hd__http_header(r, "Content-Type");
+  sbuf_adds(&b, ", \"q\": ");
+  json_str(&b, q ? q : "");
+  sbuf_adds(&b, ", \"auth\": ");
+  json_str(&b, tok ? tok : "");
+  sbuf_adds(&b, ", \"ct\": ");
+  json_str(&b, ct ? ct : "");
+  sbuf_adds(&b, ", \"peer\": ");
+  json_str(&b, hd__http_peer(r));
+  sbuf_adds(&b, "}");
+  hd__http_reply_ex(r, 200, "application/json", "Cache-Control: no-store\r\n", b.p, b.len);
+  free(b.p);
+}
+
+static void fz_echo(void *ud, hd_http_req *r) {
+  (void)ud;
+  size_t n;
+  const char *body = hd__http_body(r, &n);
+  hd__http_reply(r, 200, "application/octet-stream", body, n);
+}
+
+static void fz_err(void *ud, hd_http_req *r) {
+  (void)ud;
+  hd__http_reply_error(r, HD_ERATE, hd__http_query(r, "why"));
+}
+
+static void fz_hold(void *ud, hd_http_req *r) {
+  fz_state *z = ud;
+  hd__http_hold(r, fz_abort, z);
+  z->held = r;
+  if (hd__http_query(r, "later")) uv_timer_start(&z->later, fz_later, 0, 0);
+}
+
+static int fz_origin(void *ud, hd_http_req *r, const char *origin) {
+  (void)ud, (void)r;
+  return strcmp(origin, "http://ok.example") == 0;
+}
+
+static void fz_server_closed(hd_http_server *s) { (void)s; }
+
+int hd__http_fuzz_feed(const uint8_t *data, size_t len) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return HD_EIO;
+  fz_state *z = xcalloc(1, sizeof *z);
+  int rc = HD_EIO;
+  if (uv_loop_init(&z->loop) != 0) {
+    close(sv[0]);
+    close(sv[1]);
+    free(z);
+    return HD_EIO;
+  }
+  /* Small limits, so that inputs of a few KiB reach them. */
+  hd_http_opts o = {.max_header = 1024, .max_body = 4096, .max_per_address = 0};
+  HTTP_CHECK(hd__http_new(&z->loop, &o, &z->s) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/items/{id}", fz_item, z) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "DELETE", "/v1/items/{id}", fz_item, z) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "POST", "/v1/echo", fz_echo, z) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/err", fz_err, z) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/devices/{device}/messages", fz_hold, z) == 0);
+  hd__http_set_cors(z->s, fz_origin, z);
+  uv_timer_init(&z->loop, &z->later);
+  uv_timer_init(&z->loop, &z->guard);
+  z->later.data = z->guard.data = z;
+  hd_http_conn *c = conn_new(z->s);
+  HTTP_CHECK(c != NULL);
+  if (uv_tcp_open(&c->tcp, sv[0]) != 0) {
+    close(sv[0]);
+    close(sv[1]);
+    conn_close(c);
+    goto out;
+  }
+  conn_start(c);
+  uv_pipe_init(&z->loop, &z->cli, 0);
+  z->cli.data = z;
+  if (uv_pipe_open(&z->cli, sv[1]) != 0) {
+    close(sv[1]);
+    conn_close(c);
+    uv_close((uv_handle_t *)&z->cli, NULL);
+    goto out;
+  }
+  z->cli_open = 1;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  if (len) uv_write(&z->wr, (uv_stream_t *)&z->cli, &b, 1, fz_written);
+  uv_shutdown(&z->sh, (uv_stream_t *)&z->cli, fz_shut);
+  uv_read_start((uv_stream_t *)&z->cli, fz_alloc, fz_read);
+  uv_timer_start(&z->guard, fz_guard, 200, 0);
+  rc = 0;
+out:
+  uv_run(&z->loop, UV_RUN_DEFAULT);
+  fz_timers_stop(z);
+  hd__http_close(z->s, fz_server_closed);
+  uv_close((uv_handle_t *)&z->later, NULL);
+  uv_close((uv_handle_t *)&z->guard, NULL);
+  uv_run(&z->loop, UV_RUN_DEFAULT);
+  HTTP_CHECK(z->held == NULL);
+  hd__http_free(z->s);
+  HTTP_CHECK(uv_loop_close(&z->loop) == 0); /* a handle left open is a leak */
+  free(z);
+  return rc;
 }

@@ -53,12 +53,21 @@ typedef struct hd_http_opts {
   uint64_t max_body;         /* bytes */
   uint64_t idle_timeout_ms;
   uint64_t max_connections;  /* further accepts are closed at once */
+  uint64_t max_per_address;  /* open connections per peer address; more are closed; 0 = any */
+  /* Told of each refused connection (loop thread): reason "max_connections", "per_address"
+   * (peer is its address) or "fd_limit" (peer NULL). For logs; may be NULL. */
+  void (*on_refused)(void *ud, const char *reason, const char *peer);
+  void *on_refused_ud;
 } hd_http_opts;
 
 typedef struct hd_http_stats {
   uint64_t connections_open;
   uint64_t connections_total;
   uint64_t connections_refused;  /* over max_connections */
+  uint64_t refused_per_address;  /* over max_per_address */
+  uint64_t refused_fd_limit;     /* accept failed with EMFILE/ENFILE */
+  uint64_t refused_body;         /* 413: body over max_body */
+  uint64_t refused_header;       /* 431: request line + headers over max_header */
   uint64_t requests_total;
   uint64_t requests_held;        /* currently held */
   uint64_t responses_4xx;
@@ -86,6 +95,14 @@ void hd__http_stop_accepting(hd_http_server *s);
 void hd__http_close(hd_http_server *s, void (*cb)(hd_http_server *s));
 void hd__http_free(hd_http_server *s);
 const hd_http_stats *hd__http_stats(const hd_http_server *s);
+
+/* For fuzzing only (tests/fuzz/fuzz_http.c); compiled in every build so that the fuzzer
+ * tests the code that ships. Runs `data` as the bytes one client sends on one connection
+ * through the real connection code (reads, parser, routing, pipelining, limits, holds, close)
+ * on a private loop, over a socketpair instead of an accepted socket, with a few test
+ * routes; answers are read and dropped. Returns 0, or an HD_E* code if the socketpair or loop
+ * could not be set up. Blocking; not for use inside a running broker. */
+int hd__http_fuzz_feed(const uint8_t *data, size_t len);
 
 /* The cross-origin policy: return 1 to let a page of `origin` use the request's resource, 0 to
  * refuse. Called once per request that carries an Origin not naming this server itself, after

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "herald/error.h"
 
@@ -367,6 +368,21 @@ int hd__store_w_device_create(hd_store *s, MDB_txn *t, uint32_t tenant, const ch
   return 0;
 }
 
+int hd__store_w_device_bump(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
+                            hd_store_device *out) {
+  unsigned char kb[4 + HD_STORE_MAX_ID], vb[20];
+  int rc = device_get(s, t, tenant, device_id, out);
+  if (rc) return rc;
+  /* Wrapping to 1 would make the oldest tokens valid again. */
+  if (out->gen == UINT32_MAX) return HD_ETOOBIG;
+  out->gen++;
+  be64(vb, out->dev_num);
+  be32(vb + 8, out->gen);
+  be64(vb + 12, (uint64_t)out->created_ms);
+  MDB_val k = MV(kb, device_key(kb, tenant, device_id)), v = MV(vb, 20);
+  return merr(mdb_put(t, s->dbi[DB_DEVICES], &k, &v, 0));
+}
+
 static void reg_key(unsigned char *k, uint64_t dev_num, uint32_t app_num) {
   be64(k, dev_num);
   be32(k + 8, app_num);
@@ -581,6 +597,20 @@ uint64_t hd__store_pub_cost(hd_store *s, size_t data_len, size_t collapse_len) {
    * leaf. Add the expiry and collapse rows and a copy-on-write path of a few pages. */
   uint64_t body = rec > psize / 2 ? (rec + 16 + psize - 1) / psize * psize : rec + 64;
   return body + 4 * psize;
+}
+
+/* Less free space than this on the store's filesystem after a failed write means it is full:
+ * LMDB writes up to 64 pages at a time, and stops at the first short write. */
+#define STORE_FS_FULL_BYTES ((uint64_t)1 << 20)
+
+int hd__store_commit_error(hd_store *s, int mdb_rc) {
+  int rc = hd_err_from_mdb(mdb_rc);
+  const char *dir = NULL;
+  struct statvfs fs;
+  if (rc == HD_EIO && mdb_rc == EIO && mdb_env_get_path(s->env, &dir) == 0 && dir &&
+      statvfs(dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < STORE_FS_FULL_BYTES)
+    rc = HD_EFULL;
+  return rc;
 }
 
 int hd__store_room(hd_store *s, uint64_t want, uint64_t *room) {

@@ -94,6 +94,11 @@ int hd__store_w_device(hd_store *s, MDB_txn *t, uint32_t tenant, const char *dev
 /* Create the device (HD_EEXIST if it exists). */
 int hd__store_w_device_create(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
                               int64_t now_ms, hd_store_device *out);
+/* Bump the device's token generation, so every token minted before stops verifying; *out
+ * gets the device with its new generation. HD_ENOTFOUND if unknown, HD_ETOOBIG if the
+ * generation is exhausted (it never wraps). */
+int hd__store_w_device_bump(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
+                            hd_store_device *out);
 /* Register the device for the app if not yet; new registrations start after the current
  * last id, so a device does not receive what was broadcast before it registered. */
 int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num);
@@ -107,6 +112,11 @@ int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *i
  * than `want`, since it costs a scan) the pages on LMDB's free list. Opens its own read
  * transaction: call it with no write transaction open in this thread. */
 int hd__store_room(hd_store *s, uint64_t want, uint64_t *room);
+/* hd_err_from_mdb() for the result of committing a write transaction. LMDB turns a short
+ * write into EIO (its source says "short write, filesystem full?"): when the filesystem under
+ * the store then has next to no space left, that is reported as HD_EFULL like ENOSPC, since
+ * the cure is the same (free space; nothing of the transaction was kept). */
+int hd__store_commit_error(hd_store *s, int mdb_rc);
 /* Commit an otherwise empty change. LMDB reuses pages freed by transaction N only from
  * transaction N+2 on, and aborted transactions do not count: after a failure for lack of
  * space, this makes the space that deletes just freed usable again. */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "herald/error.h"
 #include "log.h"
 #include "writer.h"
@@ -152,6 +153,18 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
     hd__log(HD_LOG_WARN, "publish_key_generated", "tenant=%s key=%s file=%s", tc->name,
             t->publish_key, path);
   }
+  /* A key being rotated out: accepted alongside the current one until the overlap ends. */
+  if (tc->previous_publish_key) {
+    int64_t until;
+    if (hd__config_parse_time(tc->previous_key_until, &until) != 0 ||
+        until > INT64_MAX / 1000) {
+      snprintf(err, errlen, "tenant %s: bad previous_key_until", tc->name);
+      return HD_ECONFIG;
+    }
+    snprintf(t->previous_key, sizeof t->previous_key, "%s", tc->previous_publish_key);
+    t->previous_until_ms = until * 1000;
+  }
+  t->token_ttl_s = tc->device_token_ttl_s;
   /* Device-token secret: never configured, never shown. */
   snprintf(path, sizeof path, "%s/device.secret", dir);
   rc = read_secret(path, buf, sizeof buf, &len);
@@ -210,6 +223,7 @@ void hd__tenants_free(hd_tenants *ts) {
     hd__ratelimit_free(t->self_limit);
     OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
     OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
+    OPENSSL_cleanse(t->previous_key, sizeof t->previous_key);
   }
   free(ts->v);
   ts->v = NULL;
@@ -222,15 +236,28 @@ hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name) {
   return NULL;
 }
 
-hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key) {
+/* 1 if key equals k; the comparison costs the same wherever they differ. */
+static int key_eq(const char *k, const char *key, size_t kl) {
+  return strlen(k) == kl && CRYPTO_memcmp(k, key, kl) == 0;
+}
+
+hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t now_ms) {
   size_t kl = strlen(key);
   hd_tenant *found = NULL;
-  /* Compare against every tenant, always in full, so timing tells nothing about the keys. */
+  if (kl == 0) return NULL;
+  /* Compare against every key of every tenant, always in full, so timing tells nothing about
+   * the keys (nor whether a tenant is in a rotation). */
   for (size_t i = 0; i < ts->n; i++) {
-    size_t tl = strlen(ts->v[i].publish_key);
-    if (tl == kl && CRYPTO_memcmp(ts->v[i].publish_key, key, kl) == 0) found = &ts->v[i];
+    const hd_tenant *t = &ts->v[i];
+    int cur = key_eq(t->publish_key, key, kl);
+    int prev = key_eq(t->previous_key, key, kl) & (now_ms < t->previous_until_ms);
+    if (cur | prev) found = &ts->v[i];
   }
   return found;
+}
+
+hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key) {
+  return hd__tenant_by_key_at(ts, key, hd__wall_ms());
 }
 
 static int in_list(char **v, size_t n, const char *s) {
@@ -256,12 +283,13 @@ int hd__tenant_allows_origin(const hd_tenant *t, const char *origin) {
   return 0;
 }
 
-static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, char *out) {
+static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, int64_t exp_s,
+                     char *out) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int maclen = 0;
   char msg[512];
-  int n = snprintf(msg, sizeof msg, "herald-device-v1%c%s%c%s%c%u", 0, t->name, 0, device_id, 0,
-                   gen);
+  int n = snprintf(msg, sizeof msg, "herald-device-v2%c%s%c%s%c%u%c%lld", 0, t->name, 0,
+                   device_id, 0, gen, 0, (long long)exp_s);
   if (n < 0 || n >= (int)sizeof msg) return HD_EINVAL;
   if (!HMAC(EVP_sha256(), t->device_secret, sizeof t->device_secret, (unsigned char *)msg,
             (size_t)n, mac, &maclen))
@@ -270,36 +298,75 @@ static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, ch
   return 0;
 }
 
-int hd__token_mint(const hd_tenant *t, const char *device_id, uint32_t gen, char *out,
-                   size_t outlen) {
+int hd__token_mint_exp(const hd_tenant *t, const char *device_id, uint32_t gen, int64_t exp_s,
+                       char *out, size_t outlen) {
   char mac[64];
-  int rc = token_mac(t, device_id, gen, mac);
+  if (exp_s < 0 || gen == 0) return HD_EINVAL;
+  int rc = token_mac(t, device_id, gen, exp_s, mac);
   if (rc) return rc;
-  if (snprintf(out, outlen, "%s.%u.%s", t->name, gen, mac) >= (int)outlen) return HD_EINVAL;
+  if (snprintf(out, outlen, "%s.%u.%lld.%s", t->name, gen, (long long)exp_s, mac) >=
+      (int)outlen)
+    return HD_EINVAL;
   return 0;
 }
 
-int hd__token_verify(const hd_tenants *ts, const char *device_id, const char *token,
-                     hd_tenant **tenant, uint32_t *gen) {
+int hd__token_mint(const hd_tenant *t, const char *device_id, uint32_t gen, char *out,
+                   size_t outlen) {
+  int64_t exp_s = t->token_ttl_s > 0 ? hd__wall_ms() / 1000 + t->token_ttl_s : 0;
+  return hd__token_mint_exp(t, device_id, gen, exp_s, out, outlen);
+}
+
+/* Read one canonical decimal field ending at '.': "0" only when zero_ok, else no leading zero,
+ * no sign, no space (strtoull alone would take "+1", " 1", "01" or wrap "-1": one MAC, many
+ * tokens). *p moves past the dot. */
+static int token_field(const char **p, int zero_ok, uint64_t max, uint64_t *out) {
+  const char *s = *p;
+  uint64_t v = 0;
+  size_t n = 0;
+  for (; s[n] >= '0' && s[n] <= '9'; n++) {
+    if (n >= 19) return -1;
+    v = v * 10 + (uint64_t)(s[n] - '0');
+  }
+  if (n == 0 || s[n] != '.' || v > max) return -1;
+  if (s[0] == '0' && (n > 1 || !zero_ok)) return -1;
+  *out = v;
+  *p = s + n + 1;
+  return 0;
+}
+
+int hd__token_verify_at(const hd_tenants *ts, const char *device_id, const char *token,
+                        int64_t now_s, hd_tenant **tenant, uint32_t *gen) {
   char name[80], expect[64];
   const char *dot1 = token ? strchr(token, '.') : NULL;
   if (!dot1 || (size_t)(dot1 - token) >= sizeof name || !hd__valid_id(device_id))
     return HD_EAUTH;
   memcpy(name, token, (size_t)(dot1 - token));
   name[dot1 - token] = 0;
-  /* Only the canonical spelling (what mint writes): strtoul alone would also take a sign,
-   * leading spaces or zeros, and wrap "-18446744073709551615" to 1: one MAC, many tokens. */
-  if (dot1[1] < '1' || dot1[1] > '9') return HD_EAUTH;
-  char *end;
-  errno = 0;
-  unsigned long g = strtoul(dot1 + 1, &end, 10);
-  if (errno || end == dot1 + 1 || *end != '.' || g == 0 || g > UINT32_MAX) return HD_EAUTH;
+  const char *p = dot1 + 1;
+  uint64_t g, exp;
+  if (token_field(&p, 0, UINT32_MAX, &g) || token_field(&p, 1, INT64_MAX, &exp))
+    return HD_EAUTH;
   hd_tenant *t = hd__tenant_by_name(ts, name);
-  if (!t || token_mac(t, device_id, (uint32_t)g, expect)) return HD_EAUTH;
-  const char *mac = end + 1;
+  if (!t || token_mac(t, device_id, (uint32_t)g, (int64_t)exp, expect)) return HD_EAUTH;
   size_t el = strlen(expect);
-  if (strlen(mac) != el || CRYPTO_memcmp(mac, expect, el) != 0) return HD_EAUTH;
+  if (strlen(p) != el || CRYPTO_memcmp(p, expect, el) != 0) return HD_EAUTH;
+  /* Checked after the MAC: only a genuine token's expiry means anything. */
+  if (exp != 0 && (int64_t)exp <= now_s) return HD_EAUTH;
   *tenant = t;
   *gen = (uint32_t)g;
   return 0;
+}
+
+int hd__token_verify(const hd_tenants *ts, const char *device_id, const char *token,
+                     hd_tenant **tenant, uint32_t *gen) {
+  return hd__token_verify_at(ts, device_id, token, hd__wall_ms() / 1000, tenant, gen);
+}
+
+hd_tenant *hd__token_tenant_guess(const hd_tenants *ts, const char *token) {
+  char name[80];
+  const char *dot = token ? strchr(token, '.') : NULL;
+  if (!dot || dot == token || (size_t)(dot - token) >= sizeof name) return NULL;
+  memcpy(name, token, (size_t)(dot - token));
+  name[dot - token] = 0;
+  return hd__tenant_by_name(ts, name);
 }

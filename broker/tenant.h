@@ -3,10 +3,15 @@
  *
  * Keys and secrets live in <data_dir>/tenants/<name>/ (publish.key, device.secret, mode 0600):
  * a publish key the config does not name is generated at first start and logged once, then
- * read back on every later start. A device token is
- *     <tenant>.<generation>.<base64url(HMAC-SHA256(device secret, tenant|device|generation))>
- * so the broker verifies it with no lookup; the generation lets a device's tokens be revoked
- * by bumping it (the store keeps the current generation per device).
+ * read back on every later start. During a key rotation the previous key
+ * (previous_publish_key) stays valid too, until previous_key_until.
+ *
+ * A device token is
+ *     <tenant>.<generation>.<expiry>.<base64url(HMAC-SHA256(device secret,
+ *                                                 tenant|device|generation|expiry))>
+ * so the broker verifies it with no lookup. expiry is in Unix seconds (0: never; set from the
+ * tenant's device_token_ttl when minted). The generation lets a device's tokens be revoked or
+ * rotated by bumping it (the store keeps the current generation per device).
  *
  * Ownership: hd_tenants owns every hd_tenant and its strings; config strings are copied.
  * Loop thread only, except the pure token functions, which are thread-safe.
@@ -28,6 +33,9 @@ typedef struct hd_tenant {
   char *name;
   uint32_t num;
   char publish_key[256];
+  char previous_key[256];  /* "" when none */
+  int64_t previous_until_ms; /* previous_key is accepted while now < this */
+  int64_t token_ttl_s;     /* device_token_ttl; 0: tokens never expire */
   unsigned char device_secret[32];
   int any_app;             /* apps = * */
   char **apps;
@@ -53,8 +61,11 @@ int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char
 void hd__tenants_free(hd_tenants *ts);
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name);
-/* The tenant whose publish key this is (compared in constant time), or NULL. */
+/* The tenant whose publish key this is, or whose previous key while its overlap lasts
+ * (now_ms < previous_until_ms), or NULL. Every key is compared in full, in constant time.
+ * hd__tenant_by_key uses the wall clock. */
 hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key);
+hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t now_ms);
 /* 1 if the tenant declares the app (or takes any app id). */
 int hd__tenant_has_app(const hd_tenant *t, const char *appid);
 /* 1 if browsers may register for the app without a key. */
@@ -64,13 +75,24 @@ int hd__tenant_self_register(const hd_tenant *t, const char *appid);
  * The opaque origin "null" (files, sandboxed frames) never matches, not even *. */
 int hd__tenant_allows_origin(const hd_tenant *t, const char *origin);
 
-/* Write a token for the device into out (HD_TOKEN_MAX bytes). */
+/* Write a token for the device into out (HD_TOKEN_MAX bytes), expiring the tenant's
+ * device_token_ttl from now (never when that is 0). */
 int hd__token_mint(const hd_tenant *t, const char *device_id, uint32_t gen, char *out,
                    size_t outlen);
-/* Check a token's MAC for device_id; *tenant and *gen say whose and which generation.
- * HD_EAUTH when malformed or wrong. The caller still compares gen with the store's. */
+/* The same with an explicit expiry in Unix seconds (0: never). */
+int hd__token_mint_exp(const hd_tenant *t, const char *device_id, uint32_t gen, int64_t exp_s,
+                       char *out, size_t outlen);
+/* Check a token's MAC for device_id and that it has not expired; *tenant and *gen say whose
+ * and which generation. HD_EAUTH when malformed, wrong or expired. The caller still compares
+ * gen with the store's. hd__token_verify_at takes the time (Unix seconds) to judge expiry by;
+ * hd__token_verify uses the wall clock. */
 int hd__token_verify(const hd_tenants *ts, const char *device_id, const char *token,
                      hd_tenant **tenant, uint32_t *gen);
+int hd__token_verify_at(const hd_tenants *ts, const char *device_id, const char *token,
+                        int64_t now_s, hd_tenant **tenant, uint32_t *gen);
+/* The tenant a token names (its first field), unverified, or NULL: for choosing a CORS
+ * policy before the token is checked. */
+hd_tenant *hd__token_tenant_guess(const hd_tenants *ts, const char *token);
 
 /* A random unguessable id: base64url of nbytes random bytes, NUL-terminated into out. */
 int hd__random_id(char *out, size_t outlen, size_t nbytes);

@@ -114,6 +114,20 @@ static int apply_tenant(hd_store *s, MDB_txn *t, hd_op *op) {
   return rc;
 }
 
+static int apply_device_gen(hd_store *s, MDB_txn *t, hd_op *op) {
+  uint32_t tn = op->u.devgen.tenant_num, want = op->u.devgen.expect_gen;
+  int rc = hd__store_w_device(s, t, tn, op->u.devgen.device_id, &op->u.devgen.dev);
+  if (want && (rc == HD_ENOTFOUND || (rc == 0 && op->u.devgen.dev.gen != want))) {
+    /* A token of an older generation or for a device gone: refused alike. */
+    op->reason = "wrong publish key or device token";
+    return HD_EAUTH;
+  }
+  if (rc == 0) rc = hd__store_w_device_bump(s, t, tn, op->u.devgen.device_id, &op->u.devgen.dev);
+  if (rc == HD_ENOTFOUND) op->reason = "no such device";
+  else if (rc == HD_ETOOBIG) op->reason = "the device's token generation is exhausted";
+  return rc;
+}
+
 static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
   op->reason = NULL;
   switch (op->kind) {
@@ -126,6 +140,7 @@ static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
     return hd__store_w_sweep(s, t, now, op->u.sweep.max ? op->u.sweep.max : 1000,
                              &op->u.sweep.deleted);
   case HD_OP_TENANT: return apply_tenant(s, t, op);
+  case HD_OP_DEVICE_GEN: return apply_device_gen(s, t, op);
   }
   return HD_EINVAL;
 }
@@ -199,7 +214,7 @@ static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *re
     }
   }
   uint64_t t0 = hd__mono_ns();
-  rc = hd_err_from_mdb(mdb_txn_commit(t));
+  rc = hd__store_commit_error(s, mdb_txn_commit(t));
   *commit_ns = hd__mono_ns() - t0;
   if (rc) goto fail_all;
   for (hd_op *op = batch; op; op = op->next)

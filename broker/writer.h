@@ -34,6 +34,7 @@ enum hd_op_kind {
   HD_OP_ACK,
   HD_OP_SWEEP,
   HD_OP_TENANT, /* ensure a tenant (and its declared apps) exist */
+  HD_OP_DEVICE_GEN, /* bump a device's token generation: rotate or revoke its tokens */
 };
 
 enum hd_reg_mode {
@@ -95,6 +96,13 @@ struct hd_op {
       size_t napps;
       uint32_t tenant_num;     /* result */
     } tenant;
+    struct {
+      uint32_t tenant_num;
+      const char *device_id;
+      uint32_t expect_gen;     /* 0: any (publish key); else the caller's token generation,
+                                * which must still be current (HD_EAUTH otherwise) */
+      hd_store_device dev;     /* result: the device with its new generation */
+    } devgen;
   } u;
 };
 

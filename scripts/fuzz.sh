@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config codec_msgpack codec_json zmq_request)
+[ ${#targets[@]} -gt 0 ] || targets=(config codec_msgpack codec_json zmq_request http ipconn_frame)
 CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERALD_FUZZ=ON \
   -DHERALD_TESTS=OFF >/dev/null
 cmake --build build/fuzz -j "$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null

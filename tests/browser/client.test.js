@@ -210,8 +210,15 @@ test('three tabs hold exactly one long-poll; closing the leader hands over with 
 
     const a = await broker.publish('mail', { title: 'to all tabs' });
     for (const p of pages) assert.deepEqual(await gotIds(p, 'mail', [a]), [a]);
+    // The leader polls again after each answer: right after a message there may be a moment
+    // with none held, never more than one.
     const h = await broker.held();
-    assert.deepEqual(h, { longpoll: 1, http: 1 }, 'still one held poll after a message');
+    assert.ok(h.longpoll <= 1 && h.http <= 1, `at most one held poll after a message: ${JSON.stringify(h)}`);
+    await waitFor(async () => {
+      const held = await broker.held();
+      assert.ok(held.longpoll <= 1 && held.http <= 1, `at most one held poll: ${JSON.stringify(held)}`);
+      return held.longpoll === 1 && held.http === 1;
+    }, { what: 'still one held poll after a message' });
 
     // Close the leader; publish while the others elect a new one.
     await leader.close({ runBeforeUnload: false });

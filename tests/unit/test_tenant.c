@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -345,9 +346,9 @@ static void test_token_round_trip(void **state) {
   hd_tenant *acme = by_name(&f->ts, "acme"), *beta = by_name(&f->ts, "beta");
 
   assert_int_equal(hd__token_mint(acme, "phone-1", 1, tok, sizeof tok), 0);
-  assert_true(strncmp(tok, "acme.1.", 7) == 0);
-  assert_int_equal(strlen(tok), 7 + 43); /* base64url of a SHA-256 MAC */
-  assert_true(b64url_only(tok + 7));
+  assert_true(strncmp(tok, "acme.1.0.", 9) == 0);
+  assert_int_equal(strlen(tok), 9 + 43); /* base64url of a SHA-256 MAC */
+  assert_true(b64url_only(tok + 9));
   assert_int_equal(hd__token_verify(&f->ts, "phone-1", tok, &who, &gen), 0);
   assert_ptr_equal(who, acme);
   assert_int_equal(gen, 1);
@@ -378,7 +379,7 @@ static void test_token_refusals(void **state) {
   load(f, &f->ts);
   hd_tenant *acme = by_name(&f->ts, "acme");
   assert_int_equal(hd__token_mint(acme, "phone-1", 1, tok, sizeof tok), 0);
-  const char *mac = tok + strlen("acme.1.");
+  const char *mac = tok + strlen("acme.1.0.");
 
   expect_refused(&f->ts, "phone-2", tok);   /* another device */
   expect_refused(&f->ts, "phone-1x", tok);
@@ -387,7 +388,7 @@ static void test_token_refusals(void **state) {
   expect_refused(&f->ts, "", tok);
 
   snprintf(bad, sizeof bad, "%s", tok);     /* a tampered MAC, each position in turn */
-  for (size_t i = 7; bad[i]; i++) {
+  for (size_t i = 9; bad[i]; i++) {
     char c = bad[i];
     bad[i] = c == 'A' ? 'B' : 'A';
     expect_refused(&f->ts, "phone-1", bad);
@@ -401,41 +402,41 @@ static void test_token_refusals(void **state) {
   expect_refused(&f->ts, "phone-1", bad);
 
   /* The generation is part of the MAC. */
-  snprintf(bad, sizeof bad, "acme.2.%s", mac);
+  snprintf(bad, sizeof bad, "acme.2.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.11.%s", mac);
+  snprintf(bad, sizeof bad, "acme.11.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.0.%s", mac);
+  snprintf(bad, sizeof bad, "acme.0.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.x.%s", mac);
+  snprintf(bad, sizeof bad, "acme.x.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme..%s", mac);
+  snprintf(bad, sizeof bad, "acme..0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.4294967297.%s", mac); /* 2^32 + 1 must not wrap to 1 */
+  snprintf(bad, sizeof bad, "acme.4294967297.0.%s", mac); /* 2^32 + 1 must not wrap to 1 */
   expect_refused(&f->ts, "phone-1", bad);
   /* Only the canonical spelling of a generation: one token per (device, generation). */
-  snprintf(bad, sizeof bad, "acme.01.%s", mac);
+  snprintf(bad, sizeof bad, "acme.01.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.+1.%s", mac);
+  snprintf(bad, sizeof bad, "acme.+1.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme. 1.%s", mac);
+  snprintf(bad, sizeof bad, "acme. 1.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "acme.-18446744073709551615.%s", mac); /* strtoul: 1 */
+  snprintf(bad, sizeof bad, "acme.-18446744073709551615.0.%s", mac); /* strtoul: 1 */
   expect_refused(&f->ts, "phone-1", bad);
 
   /* Another tenant's name: verified with that tenant's secret, so the MAC fails. */
-  snprintf(bad, sizeof bad, "beta.1.%s", mac);
+  snprintf(bad, sizeof bad, "beta.1.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "gamma.1.%s", mac);
+  snprintf(bad, sizeof bad, "gamma.1.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, "delta.1.%s", mac); /* no such tenant */
+  snprintf(bad, sizeof bad, "delta.1.0.%s", mac); /* no such tenant */
   expect_refused(&f->ts, "phone-1", bad);
-  snprintf(bad, sizeof bad, ".1.%s", mac);
+  snprintf(bad, sizeof bad, ".1.0.%s", mac);
   expect_refused(&f->ts, "phone-1", bad);
   char token_b[HD_TOKEN_MAX]; /* beta's own token for the device, under acme's name */
   assert_int_equal(hd__token_mint(by_name(&f->ts, "beta"), "phone-1", 1, token_b,
                                   sizeof token_b), 0);
-  snprintf(bad, sizeof bad, "acme.1.%s", token_b + strlen("beta.1."));
+  snprintf(bad, sizeof bad, "acme.1.0.%s", token_b + strlen("beta.1.0."));
   expect_refused(&f->ts, "phone-1", bad);
 
   /* Garbage. */
@@ -455,6 +456,137 @@ static void test_token_refusals(void **state) {
   bad[152] = '.';
   bad[151] = '1';
   expect_refused(&f->ts, "phone-1", bad);
+}
+
+/* Expiry is part of the token and of its MAC; only the canonical spelling is accepted. */
+static void test_token_expiry(void **state) {
+  fx *f = *state;
+  char tok[HD_TOKEN_MAX], bad[HD_TOKEN_MAX + 64];
+  hd_tenant *who = NULL;
+  uint32_t gen = 0;
+  load(f, &f->ts);
+  hd_tenant *acme = by_name(&f->ts, "acme");
+  assert_int_equal(hd__token_mint_exp(acme, "phone-1", 2, 1000, tok, sizeof tok), 0);
+  assert_true(strncmp(tok, "acme.2.1000.", 12) == 0);
+  const char *mac = tok + 12;
+  assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", tok, 999, &who, &gen), 0);
+  assert_ptr_equal(who, acme);
+  assert_int_equal(gen, 2);
+  /* Refused from the second it names on. */
+  assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", tok, 1000, &who, &gen), HD_EAUTH);
+  assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", tok, 5000, &who, &gen), HD_EAUTH);
+  /* The wall clock is long past 1000. */
+  expect_refused(&f->ts, "phone-1", tok);
+  /* Moving or removing the expiry breaks the MAC; only the canonical spelling parses. */
+  const char *forged[] = {"acme.2.0.",    "acme.2.99999999999.", "acme.2.01000.",
+                          "acme.2.+1000.", "acme.2.-1.",         "acme.2. 1000.",
+                          "acme.2..",     "acme.2.1000.1000.",   "acme.2."};
+  for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+    snprintf(bad, sizeof bad, "%s%s", forged[i], mac);
+    assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", bad, 0, &who, &gen), HD_EAUTH);
+  }
+  /* An expiry beyond int64 seconds is malformed. */
+  snprintf(bad, sizeof bad, "acme.2.99999999999999999999.%s", mac);
+  expect_refused(&f->ts, "phone-1", bad);
+  /* No expiry (0) never expires; a negative one or generation 0 cannot be minted. */
+  assert_int_equal(hd__token_mint_exp(acme, "phone-1", 2, 0, tok, sizeof tok), 0);
+  assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", tok, INT64_MAX, &who, &gen), 0);
+  assert_int_equal(hd__token_mint_exp(acme, "phone-1", 2, -5, tok, sizeof tok), HD_EINVAL);
+  assert_int_equal(hd__token_mint_exp(acme, "phone-1", 0, 0, tok, sizeof tok), HD_EINVAL);
+  /* device_token_ttl: hd__token_mint stamps now + ttl. */
+  acme->token_ttl_s = 3600;
+  assert_int_equal(hd__token_mint(acme, "phone-1", 1, tok, sizeof tok), 0);
+  long long exp = strtoll(tok + strlen("acme.1."), NULL, 10);
+  long long now = (long long)time(NULL);
+  assert_true(exp >= now + 3600 - 5 && exp <= now + 3600 + 5);
+  assert_int_equal(hd__token_verify(&f->ts, "phone-1", tok, &who, &gen), 0);
+  assert_int_equal(hd__token_verify_at(&f->ts, "phone-1", tok, exp, &who, &gen), HD_EAUTH);
+  /* The tenant guess for CORS reads only the first field. */
+  assert_ptr_equal(hd__token_tenant_guess(&f->ts, tok), acme);
+  assert_null(hd__token_tenant_guess(&f->ts, "delta.1.0.x"));
+  assert_null(hd__token_tenant_guess(&f->ts, ".1.0.x"));
+  assert_null(hd__token_tenant_guess(&f->ts, "acme"));
+}
+
+/* previous_publish_key stays valid until previous_key_until, then only publish_key is. */
+static void test_publish_key_overlap(void **state) {
+  fx *f = *state;
+  char text[1024], err[256] = "";
+  hd__config_free(&f->cfg);
+  snprintf(text, sizeof text,
+           "data_dir = %s\n"
+           "[tenant acme]\napps = *\n"
+           "publish_key = acme-new-key-0123456789abcdefghijklmnop\n"
+           "previous_publish_key = acme-old-key-0123456789abcdefghijklmnop\n"
+           "previous_key_until = 2030-01-02T03:04:05Z\n"
+           "device_token_ttl = 1h\n"
+           "[tenant beta]\napps = *\npublish_key = " BETA_KEY "\n"
+           "[tenant gamma]\napps = *\n",
+           f->dir);
+  assert_int_equal(hd__config_parse(text, strlen(text), "t.conf", &f->cfg, err, sizeof err), 0);
+  load(f, &f->ts);
+  hd_tenant *acme = by_name(&f->ts, "acme");
+  assert_int_equal(acme->token_ttl_s, 3600);
+  const int64_t until_ms = 1893553445000ll; /* 2030-01-02T03:04:05Z */
+  assert_int_equal(acme->previous_until_ms, until_ms);
+  const char *cur = "acme-new-key-0123456789abcdefghijklmnop";
+  const char *old = "acme-old-key-0123456789abcdefghijklmnop";
+  assert_ptr_equal(hd__tenant_by_key_at(&f->ts, cur, 0), acme);
+  assert_ptr_equal(hd__tenant_by_key_at(&f->ts, cur, until_ms + 1), acme);
+  assert_ptr_equal(hd__tenant_by_key_at(&f->ts, old, until_ms - 1), acme);
+  assert_null(hd__tenant_by_key_at(&f->ts, old, until_ms));
+  assert_null(hd__tenant_by_key_at(&f->ts, old, until_ms + 1000));
+  assert_null(hd__tenant_by_key_at(&f->ts, "acme-old-key-0123456789abcdefghijklmno", 0));
+  /* Tenants without a previous key are not matched by the empty string, ever. */
+  assert_null(hd__tenant_by_key_at(&f->ts, "", INT64_MIN));
+  assert_ptr_equal(hd__tenant_by_key(&f->ts, cur), acme);
+  assert_ptr_equal(hd__tenant_by_key(&f->ts, BETA_KEY), by_name(&f->ts, "beta"));
+
+  /* The time also takes Unix seconds and a fraction; nothing but UTC. */
+  int64_t t;
+  assert_int_equal(hd__config_parse_time("1893553445", &t), 0);
+  assert_int_equal(t, 1893553445);
+  assert_int_equal(hd__config_parse_time("2030-01-02T03:04:05.250+00:00", &t), 0);
+  assert_int_equal(t, 1893553445);
+  assert_int_equal(hd__config_parse_time("2024-02-29T00:00:00Z", &t), 0);
+  assert_int_equal(t, 1709164800);
+  assert_int_equal(hd__config_parse_time("1970-01-01T00:00:00Z", &t), 0);
+  assert_int_equal(t, 0);
+  const char *bad_times[] = {"",
+                             "2030-01-02",
+                             "2030-01-02T03:04:05",
+                             "2030-01-02T03:04:05+01:00",
+                             "2023-02-29T00:00:00Z",
+                             "2030-13-01T00:00:00Z",
+                             "-5",
+                             "1h",
+                             "2030-01-02 03:04:05Z",
+                             "2030-1-02T03:04:05Z"};
+  for (size_t i = 0; i < sizeof bad_times / sizeof bad_times[0]; i++) {
+    if (hd__config_parse_time(bad_times[i], &t) != HD_ECONFIG)
+      print_error("time '%s' was accepted\n", bad_times[i]);
+    assert_int_equal(hd__config_parse_time(bad_times[i], &t), HD_ECONFIG);
+  }
+  /* The two keys go together and must differ. */
+  const char *bad_confs[] = {
+      "[tenant a]\nprevious_publish_key = acme-old-key-0123456789abcdefghijklmnop\n",
+      "[tenant a]\nprevious_key_until = 1893553445\n",
+      "[tenant a]\npublish_key = acme-old-key-0123456789abcdefghijklmnop\n"
+      "previous_publish_key = acme-old-key-0123456789abcdefghijklmnop\n"
+      "previous_key_until = 1893553445\n",
+      "[tenant a]\nprevious_publish_key = short\nprevious_key_until = 1893553445\n",
+      "[tenant a]\nprevious_publish_key = acme-old-key-0123456789abcdefghijklmnop\n"
+      "previous_key_until = tomorrow\n",
+      "[tenant a]\ndevice_token_ttl = -1\n"};
+  for (size_t i = 0; i < sizeof bad_confs / sizeof bad_confs[0]; i++) {
+    hd_config c;
+    int rc = hd__config_parse(bad_confs[i], strlen(bad_confs[i]), "t.conf", &c, err, sizeof err);
+    if (rc == 0) {
+      print_error("config accepted:\n%s\n", bad_confs[i]);
+      hd__config_free(&c);
+    }
+    assert_int_equal(rc, HD_ECONFIG);
+  }
 }
 
 /* ---- ids --------------------------------------------------------------------------------- */
@@ -518,6 +650,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_allowed_origins, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_refusals, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_token_expiry, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_publish_key_overlap, setup, teardown),
       cmocka_unit_test(test_valid_id),
       cmocka_unit_test(test_random_id),
   };

@@ -36,12 +36,14 @@ struct lp {
   hd_plugin *self;
   int64_t max_wait_s;
   int64_t max_batch;
+  int64_t max_held;  /* polls held at once; over it a poll that would wait gets 503 */
+  int64_t nheld;
   poll_req *held;
   int stopping;
-  hd_metric *m_held, *m_polls, *m_timeouts, *m_acks;
+  hd_metric *m_held, *m_polls, *m_timeouts, *m_acks, *m_refused;
 };
 
-static const char *const lp_keys[] = {"max_wait", "max_batch", NULL};
+static const char *const lp_keys[] = {"max_wait", "max_batch", "max_held", NULL};
 
 /* ---- response ---- */
 typedef struct sbuf {
@@ -104,6 +106,7 @@ static void poll_unlink(poll_req *p) {
   else t->held = p->next;
   if (p->next) p->next->prev = p->prev;
   p->prev = p->next = NULL;
+  t->nheld--;
   t->h->metric_add(t->m_held, -1);
 }
 
@@ -223,6 +226,15 @@ static void h_messages(void *ud, hd_http_req *req) {
     free(p);
     return;
   }
+  if (t->nheld >= t->max_held) {
+    /* Answered at once instead of held: the client retries after Retry-After, and one
+     * more held poll cannot take the last file descriptors the broker has. */
+    h->device_free(d);
+    free(p);
+    h->metric_add(t->m_refused, 1);
+    h->http_reply_error(req, HD_EAGAIN, "too many long-polls held; retry later");
+    return;
+  }
   /* Nothing yet: hold. Watch first, so a commit between fetch and hold still wakes us. */
   p->watch = h->watch(t->self, d, on_wake, p);
   if (!p->watch) {
@@ -238,6 +250,7 @@ static void h_messages(void *ud, hd_http_req *req) {
   p->next = t->held;
   if (p->next) p->next->prev = p;
   t->held = p;
+  t->nheld++;
   h->metric_add(t->m_held, 1);
   /* No race between the fetch above and the watch: wake-ups run on this loop thread, so a
    * commit that became visible meanwhile still reaches the watch on its way back. */
@@ -324,10 +337,11 @@ static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
   t->self = self;
   int rc = h->config_int(self, "max_wait", 60, &t->max_wait_s);
   if (!rc) rc = h->config_int(self, "max_batch", 100, &t->max_batch);
+  if (!rc) rc = h->config_int(self, "max_held", 100000, &t->max_held);
   if (rc || t->max_wait_s < 0 || t->max_wait_s > 3600 || t->max_batch < 1 ||
-      t->max_batch > 1000) {
+      t->max_batch > 1000 || t->max_held < 0 || t->max_held > 10000000) {
     h->log(self, HD_LOG_ERROR, "bad_config", "reason=%s",
-           "\"max_wait must be 0..3600 seconds and max_batch 1..1000\"");
+           "\"max_wait must be 0..3600 seconds, max_batch 1..1000, max_held 0..10000000\"");
     free(t);
     return HD_ECONFIG;
   }
@@ -336,6 +350,9 @@ static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
   t->m_timeouts = h->metric_new(self, "timeouts_total", "Long-polls answered at their wait limit",
                                 HD_METRIC_COUNTER);
   t->m_acks = h->metric_new(self, "acks_total", "Message ids acknowledged", HD_METRIC_COUNTER);
+  t->m_refused = h->metric_new(self, "refused_total",
+                               "Long-polls answered 503 because max_held were held",
+                               HD_METRIC_COUNTER);
   rc = h->http_route(self, "GET", "/v1/devices/{device}/messages", h_messages, t);
   if (!rc) rc = h->http_route(self, "POST", "/v1/devices/{device}/acks", h_acks, t);
   if (rc) {
