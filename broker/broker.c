@@ -68,9 +68,21 @@ static void on_publish_done(hd_op *op) {
     hd__plugins_offer(b->plugins, &o);
   } else {
     hd__metric_add(c->ingress == HD_INGRESS_ZMQ ? b->m_pub_err_zmq : b->m_pub_err_http, 1);
-    if (op->status == HD_EFULL || op->status == HD_EIO)
-      hd__log(HD_LOG_ERROR, "publish_not_stored", "tenant=%s app=%s error=%s", c->tenant->name,
-              c->appid, hd_err_code(op->status));
+    if (op->status == HD_EFULL || op->status == HD_EIO) {
+      /* An operator must see a full or failing store, but one line a second is enough: a
+       * full disk must not also flood the log. The count says how many were refused. */
+      static uint64_t last_ns, suppressed;
+      uint64_t now = hd__mono_ns();
+      if (now - last_ns >= 1000000000u) {
+        hd__log(HD_LOG_ERROR, "publish_not_stored",
+                "tenant=%s app=%s error=%s refused_since_last=%llu", c->tenant->name, c->appid,
+                hd_err_code(op->status), (unsigned long long)suppressed + 1);
+        last_ns = now;
+        suppressed = 0;
+      } else {
+        suppressed++;
+      }
+    }
     c->cb(c->ud, op->status, 0, op->reason);
   }
   pubctx_free(c);
@@ -369,7 +381,7 @@ static double g_conns(void *ud) {
   hd_broker *b = ud;
   return b->http ? (double)hd__http_stats(b->http)->connections_open : 0;
 }
-/* herald_http_refused_total{reason=...}: one gauge function per field of hd_http_stats. */
+/* herald_http_refused_total{reason=...}: one counter function per field of hd_http_stats. */
 #define G_REFUSED(name, field)                                                    \
   static double name(void *ud) {                                                \
     hd_broker *b = ud;                                                          \

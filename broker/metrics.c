@@ -90,7 +90,10 @@ hd_metric *hd__metric_new(hd_metrics *m, const char *name, const char *help, int
 
 int hd__metric_fn(hd_metrics *m, const char *name, const char *help, const char *labels,
                   hd_metric_fn fn, void *ud) {
-  hd_metric *x = hd__metric_new(m, name, help, HD_METRIC_GAUGE, labels);
+  size_t n = strlen(name);
+  int counter = n > 6 && strcmp(name + n - 6, "_total") == 0;
+  hd_metric *x = hd__metric_new(m, name, help, counter ? HD_METRIC_COUNTER : HD_METRIC_GAUGE,
+                                labels);
   if (!x) return HD_ENOMEM;
   x->fn = fn;
   x->ud = ud;

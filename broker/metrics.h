@@ -23,7 +23,8 @@ void hd__metrics_free(hd_metrics *m);
  * NULL on ENOMEM or invalid name. */
 hd_metric *hd__metric_new(hd_metrics *m, const char *name, const char *help, int type,
                           const char *labels);
-/* A gauge whose value is fn(ud) at scrape time. */
+/* A metric whose value is fn(ud) at scrape time: a counter when its name ends in "_total"
+ * (Prometheus' convention; fn must then never go down), a gauge otherwise. */
 int hd__metric_fn(hd_metrics *m, const char *name, const char *help, const char *labels,
                   hd_metric_fn fn, void *ud);
 void hd__metric_add(hd_metric *x, double d);
