@@ -1,5 +1,6 @@
 /* main.c — heraldd: parse the command line, load the config, run the broker until a signal. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   raise_nofile();
+  /* A peer that closes while we write must cost an EPIPE on that socket, not the process:
+   * libuv writes with write(2), which raises SIGPIPE by default. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
   hd_broker b;
