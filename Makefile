@@ -2,7 +2,7 @@
 # Everything else here is a building block of those two.
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
-.PHONY: all deps browser-deps build build-asan run test fuzz fuzz-brief chaos clean
+.PHONY: all deps browser-deps build build-asan run test fuzz fuzz-brief chaos bench clean
 
 all: build
 
@@ -44,6 +44,11 @@ fuzz: deps
 # The long crash-safety run: ten minutes of kill -9 under load.
 chaos: build
 	HERALD_BUILD=$(CURDIR)/build/release /usr/bin/python3 tests/chaos/chaos.py --duration 600 --min-kills 100
+
+# Herald and its peers (Nchan, Mosquitto, NATS JetStream) side by side, alternating rounds;
+# tables in build/bench/<date>/tables.md (docs/PERFORMANCE.md). BENCH_QUICK=1 for a short run.
+bench: build
+	bench/run.sh
 
 clean:
 	rm -rf build

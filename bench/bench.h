@@ -27,6 +27,15 @@ typedef struct opts {
   int ipc_port;
   double hold;           /* idle: seconds to keep the connections open after measuring */
   int parallel;          /* connects (and registrations) in flight at once */
+  /* peer adapters (peers.c) */
+  const char *peer_host; /* --peer HOST:PORT: the peer's subscriber / broker address */
+  int peer_port;
+  const char *pub_host;  /* --publish HOST:PORT: a separate publish endpoint (Pushpin) */
+  int pub_port;
+  const char *sub_path, *pub_path; /* --sub-path, --pub-path (HTTP peers) */
+  const char *topic;     /* --topic: MQTT topic / NATS subject (bench.in) */
+  const char *stream;    /* --stream: JetStream stream name (BENCH) */
+  const char *plot;      /* --plot FILE.png: latency distribution via gnuplot */
 } opts;
 
 typedef struct usage {
@@ -48,5 +57,9 @@ void print_lat(const char *what, const hb_hist *h, int json);
 
 int run_ipconn_idle(opts *o);
 int run_ipconn(opts *o);
+/* kind: 0 nchan, 1 pushpin, 2 mqtt-fanout */
+int run_peer_fanout(opts *o, int kind);
+/* kind: 0 mqtt-ingest, 1 nats-ingest */
+int run_peer_ingest(opts *o, int kind);
 
 #endif

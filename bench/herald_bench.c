@@ -13,6 +13,10 @@
  *           harness counts deliveries, losses and duplicates and records publish→deliver
  *           latency. Devices are spread over T client threads, each with its own loop.
  *
+ * Peers (peers.c; bench/peers/ starts them, bench/run.sh runs everything side by side):
+ *   herald-bench nchan | pushpin | mqtt-fanout | mqtt-ingest | nats-ingest --peer HOST:PORT ...
+ * run the same workloads against Nchan, Pushpin, Mosquitto (MQTT QoS 1) and NATS JetStream.
+ *
  * Results: a table on stdout, or --json. Broker CPU and RSS come from /proc (--pid, or the
  * process named heraldd). Benchmarks measure; they never assert.
  */
@@ -679,6 +683,11 @@ static void usage_text(FILE *f) {
           "  idle, ipconn: --ipconn HOST:PORT (127.0.0.1:8473) --devices N --parallel P (256\n"
           "            connects in flight) --threads T; idle: --hold S (0) keeps them open\n"
           "            after measuring; ipconn: --messages M --rate R as for longpoll\n"
+          "peers (bench/peers/ starts them; same workloads, --peer HOST:PORT, --pid P):\n"
+          "  nchan, pushpin     as longpoll; --sub-path (/sub) --pub-path (/pub); pushpin:\n"
+          "                     --publish HOST:PORT of its publish API (--pub-path /publish/)\n"
+          "  mqtt-fanout        as ipconn, MQTT 3.1.1 QoS 1 (--topic, default bench.in)\n"
+          "  mqtt-ingest, nats-ingest  as ingest; MQTT QoS 1 PUBACK / JetStream ack (--stream)\n"
           "  --pid P            broker pid for CPU/RSS (default: whoever listens on the HTTP port)\n"
           "  --json             one JSON object instead of the table\n");
 }
@@ -688,14 +697,16 @@ int main(int argc, char **argv) {
             .tenant = "default", .data_dir = "./var/herald", .app = "bench", .connections = 4,
             .window = 256, .size = 100, .threads = 1, .duration = 10, .rate = 10,
             .devices = 1000, .messages = 100, .ipc_host = "127.0.0.1", .ipc_port = 8473,
-            .parallel = 256};
+            .parallel = 256, .peer_host = "127.0.0.1", .peer_port = 0, .pub_host = "127.0.0.1",
+            .sub_path = "/sub", .pub_path = "/pub", .topic = "bench.in", .stream = "BENCH"};
   if (argc < 2) {
     usage_text(stderr);
     return 2;
   }
   const char *scenario = argv[1];
   enum { O_HTTP = 256, O_ZMQ, O_KEY, O_DATA, O_TENANT, O_APP, O_CONN, O_WIN, O_DUR, O_SIZE,
-         O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR };
+         O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR,
+         O_PEER, O_PUBLISH, O_SUBP, O_PUBP, O_TOPIC, O_STREAM };
   static const struct option lo[] = {
       {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
       {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},
@@ -703,10 +714,13 @@ int main(int argc, char **argv) {
       {"size", 1, 0, O_SIZE},       {"devices", 1, 0, O_DEV},    {"messages", 1, 0, O_MSG},
       {"rate", 1, 0, O_RATE},       {"threads", 1, 0, O_THR},    {"pid", 1, 0, O_PID},
       {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},         {"ipconn", 1, 0, O_IPC},
-      {"hold", 1, 0, O_HOLD},       {"parallel", 1, 0, O_PAR},   {0, 0, 0, 0}};
+      {"hold", 1, 0, O_HOLD},       {"parallel", 1, 0, O_PAR},
+      {"peer", 1, 0, O_PEER},       {"publish", 1, 0, O_PUBLISH}, {"sub-path", 1, 0, O_SUBP},
+      {"pub-path", 1, 0, O_PUBP},   {"topic", 1, 0, O_TOPIC},    {"stream", 1, 0, O_STREAM},
+      {0, 0, 0, 0}};
   int c;
   optind = 2;
-  static char host[256], ipc_host[256];
+  static char host[256], ipc_host[256], peer_host[256], pub_host[256];
   while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (c) {
     case O_HTTP: {
@@ -748,6 +762,28 @@ int main(int argc, char **argv) {
     }
     case O_HOLD: o.hold = atof(optarg); break;
     case O_PAR: o.parallel = atoi(optarg); break;
+    case O_PEER:
+    case O_PUBLISH: {
+      const char *colon = strrchr(optarg, ':');
+      if (!colon) {
+        fprintf(stderr, "--peer/--publish want HOST:PORT\n");
+        return 2;
+      }
+      char *h = c == O_PEER ? peer_host : pub_host;
+      snprintf(h, 256, "%.*s", (int)(colon - optarg), optarg);
+      if (c == O_PEER) {
+        o.peer_host = h;
+        o.peer_port = atoi(colon + 1);
+      } else {
+        o.pub_host = h;
+        o.pub_port = atoi(colon + 1);
+      }
+      break;
+    }
+    case O_SUBP: o.sub_path = optarg; break;
+    case O_PUBP: o.pub_path = optarg; break;
+    case O_TOPIC: o.topic = optarg; break;
+    case O_STREAM: o.stream = optarg; break;
     case 'h': usage_text(stdout); return 0;
     default: usage_text(stderr); return 2;
     }
@@ -761,6 +797,11 @@ int main(int argc, char **argv) {
   if (strcmp(scenario, "longpoll") == 0) return run_longpoll(&o);
   if (strcmp(scenario, "idle") == 0) return run_ipconn_idle(&o);
   if (strcmp(scenario, "ipconn") == 0) return run_ipconn(&o);
+  if (strcmp(scenario, "nchan") == 0) return run_peer_fanout(&o, 0);
+  if (strcmp(scenario, "pushpin") == 0) return run_peer_fanout(&o, 1);
+  if (strcmp(scenario, "mqtt-fanout") == 0) return run_peer_fanout(&o, 2);
+  if (strcmp(scenario, "mqtt-ingest") == 0) return run_peer_ingest(&o, 0);
+  if (strcmp(scenario, "nats-ingest") == 0) return run_peer_ingest(&o, 1);
   fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
   usage_text(stderr);
   return 2;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct sock {
   uv_tcp_t tcp;
@@ -31,7 +32,31 @@ struct hb_conn {
   char *body;
   size_t body_len, body_cap;
   int done, got_bytes;
+  const char *extra;   /* extra header lines for the request being built */
+  char hname[32];      /* the header field being parsed (truncated) */
+  int hwant;           /* 1 Last-Modified, 2 Etag, 0 other */
+  char last_mod[64], etag[64];
 };
+
+static int on_hfield(http_parser *p, const char *at, size_t n) {
+  hb_conn *c = p->data;
+  c->hwant = (n == 13 && strncasecmp(at, "Last-Modified", 13) == 0) ? 1
+             : (n == 4 && strncasecmp(at, "Etag", 4) == 0)          ? 2
+                                                                     : 0;
+  if (c->hwant) (c->hwant == 1 ? c->last_mod : c->etag)[0] = 0;
+  return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n) {
+  hb_conn *c = p->data;
+  if (!c->hwant) return 0;
+  char *dst = c->hwant == 1 ? c->last_mod : c->etag;
+  size_t have = strlen(dst);
+  if (have + n >= 64) n = 63 - have;
+  memcpy(dst + have, at, n);
+  dst[have + n] = 0;
+  return 0;
+}
 
 static void on_sock_closed(uv_handle_t *h) { free(h->data); }
 
@@ -154,6 +179,8 @@ hb_conn *hb_conn_new(uv_loop_t *loop, const struct sockaddr_in *addr) {
   c->addr = *addr;
   c->settings.on_body = on_body;
   c->settings.on_message_complete = on_complete;
+  c->settings.on_header_field = on_hfield;
+  c->settings.on_header_value = on_hvalue;
   return c;
 }
 
@@ -163,14 +190,15 @@ int hb_conn_request(hb_conn *c, const char *method, const char *path, const char
                     const char *body, hb_resp_cb cb, void *ud) {
   if (c->cb) return UV_EBUSY;
   size_t bl = body ? strlen(body) : 0;
-  size_t cap = strlen(path) + bl + (auth ? strlen(auth) : 0) + 256;
+  size_t cap = strlen(path) + bl + (auth ? strlen(auth) : 0) + (c->extra ? strlen(c->extra) : 0) +
+               256;
   free(c->req);
   c->req = malloc(cap);
   int n = snprintf(c->req, cap,
-                   "%s %s HTTP/1.1\r\nHost: bench\r\n%s%s%sContent-Length: %zu\r\n"
+                   "%s %s HTTP/1.1\r\nHost: bench\r\n%s%s%s%sContent-Length: %zu\r\n"
                    "Content-Type: application/json\r\n\r\n",
                    method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "",
-                   auth ? "\r\n" : "", bl);
+                   auth ? "\r\n" : "", c->extra ? c->extra : "", bl);
   if (bl) memcpy(c->req + n, body, bl);
   c->req_len = (size_t)n + bl;
   c->cb = cb;
@@ -180,6 +208,17 @@ int hb_conn_request(hb_conn *c, const char *method, const char *path, const char
   if (rc) c->cb = NULL;
   return rc;
 }
+
+int hb_conn_request_h(hb_conn *c, const char *method, const char *path, const char *headers,
+                      const char *body, hb_resp_cb cb, void *ud) {
+  c->extra = headers;
+  int rc = hb_conn_request(c, method, path, NULL, body, cb, ud);
+  c->extra = NULL;
+  return rc;
+}
+
+const char *hb_conn_last_modified(const hb_conn *c) { return c->last_mod; }
+const char *hb_conn_etag(const hb_conn *c) { return c->etag; }
 
 void hb_conn_close(hb_conn *c) {
   c->cb = NULL;

@@ -19,6 +19,13 @@ int hb_conn_request(hb_conn *c, const char *method, const char *path, const char
                     const char *body, hb_resp_cb cb, void *ud);
 /* Drop any request in flight (its callback will not run) and free; the socket closes on its own. */
 void hb_conn_close(hb_conn *c);
+/* As hb_conn_request, with extra header lines (each ending in \r\n; NULL for none) and no
+ * Authorization. Used by the peer adapters (peers.c). */
+int hb_conn_request_h(hb_conn *c, const char *method, const char *path, const char *headers,
+                      const char *body, hb_resp_cb cb, void *ud);
+/* The last response's Last-Modified and Etag headers ("" if absent); valid in the callback. */
+const char *hb_conn_last_modified(const hb_conn *c);
+const char *hb_conn_etag(const hb_conn *c);
 int hb_conn_busy(const hb_conn *c);
 
 #endif

@@ -1,0 +1,35 @@
+#!/bin/bash
+# herald.sh start DIR PORT | stop DIR — heraldd from this build on 127.0.0.1: HTTP PORT, ZeroMQ
+# ingress PORT+1, events PORT+2, ipconn PORT+3; data in DIR/data; long-poll and ipconn loaded.
+. "$(dirname "$0")/lib.sh"
+set -e
+cmd=$1 dir=$2 port=${3:-18470}
+build=${HERALD_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build/release}
+case $cmd in
+start)
+  mkdir -p "$dir/data"
+  cat >"$dir/herald.conf" <<CONF
+data_dir = $dir/data
+log_level = warn
+[http]
+listen = 127.0.0.1:$port
+max_connections = 30000
+max_connections_per_address = 0
+[zmq]
+ingress = tcp://127.0.0.1:$((port + 1))
+events = tcp://127.0.0.1:$((port + 2))
+[plugins]
+dir = $build/transports
+load = longpoll, ipconn
+[transport ipconn]
+listen = 127.0.0.1:$((port + 3))
+CONF
+  ulimit -n "$(ulimit -Hn)"
+  "$build/heraldd" -c "$dir/herald.conf" >"$dir/herald.log" 2>&1 &
+  echo $! >"$dir/herald.pid"
+  wait_port "$port"
+  i=0; while [ ! -s "$dir/data/tenants/default/publish.key" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  cat "$dir/herald.pid"
+  ;;
+stop) stop_pidfile "$dir/herald.pid" ;;
+esac

@@ -1,0 +1,120 @@
+#!/bin/bash
+# bench/run.sh — Herald and its peers side by side (make bench calls it).
+#
+#   bench/run.sh            3 rounds of every workload, alternating Herald and each peer
+#   BENCH_QUICK=1 bench/run.sh   1 round, smaller N (a smoke test: a few minutes)
+#   BENCH_ROUNDS=N          override the number of rounds
+#   BENCH_OUT=DIR           where results go (default build/bench/<date>)
+#   BENCH_WORKLOADS="..."   a subset of: longpoll fanout ingest halfpeak memory (default all)
+#
+# Every broker runs from its own binary on a private config in a temp dir, on loopback ports
+# 18470-18490, and is stopped at the end (also on Ctrl-C). Results: DIR/results.jsonl (one line
+# per run) and DIR/tables.md (medians, min-max, Herald/peer ratios; bench/report.py).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+bin=${HERALD_BUILD:-$root/build/release}/herald-bench
+quick=${BENCH_QUICK:-0}
+rounds=${BENCH_ROUNDS:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
+out=${BENCH_OUT:-$root/build/bench/$(date +%Y%m%d-%H%M%S)}
+tmp=$(mktemp -d /tmp/herald-bench.XXXXXX)
+mkdir -p "$out"
+res=$out/results.jsonl
+: >"$res"
+ulimit -n "$(ulimit -Hn)"
+
+if [ "$quick" = 1 ]; then
+  LP_N=200; LP_M=50; F1_M=200; F2_M=50; ING_S=3; HOLD_N=2000; IDLE_N=2000; HP_M=100
+else
+  LP_N=1000; LP_M=100; F1_M=500; F2_M=100; ING_S=5; HOLD_N=19000; IDLE_N=19000; HP_M=250
+fi
+
+HPORT=18470 NPORT=18480 MPORT=18483 JPORT=18484
+stop_all() {
+  for s in herald:h nchan:nchan mosquitto:mq nats:nats; do
+    "$here/peers/${s%%:*}.sh" stop "$tmp/${s##*:}" 2>/dev/null
+  done
+}
+trap 'stop_all; exit 130' INT TERM
+
+"$here/peers/install.sh" >/dev/null || { echo "bench: installing the peers failed" >&2; exit 1; }
+hpid=$("$here/peers/herald.sh" start "$tmp/h" $HPORT) || { echo "bench: heraldd did not start" >&2; exit 1; }
+npid=$("$here/peers/nchan.sh" start "$tmp/nchan" $NPORT) || npid=
+mpid=$("$here/peers/mosquitto.sh" start "$tmp/mq" $MPORT) || mpid=
+jpid=$("$here/peers/nats.sh" start "$tmp/nats" $JPORT) || jpid=
+H=(--http 127.0.0.1:$HPORT --zmq tcp://127.0.0.1:$((HPORT + 1)) --ipconn 127.0.0.1:$((HPORT + 3))
+   --data-dir "$tmp/h/data" --pid "$hpid" --json)
+
+# run WORKLOAD SYSTEM ROUND herald-bench-args... — one bounded run, one line of results.jsonl
+run() {
+  local w=$1 s=$2 r=$3
+  shift 3
+  echo "bench: round $r  $w  $s" >&2
+  local j
+  j=$(timeout 300 "$bin" "$@" 2>>"$out/stderr.log" | tail -1)
+  case $j in
+  \{*) echo "{\"workload\":\"$w\",\"system\":\"$s\",\"round\":$r,\"result\":$j}" >>"$res" ;;
+  *) echo "{\"workload\":\"$w\",\"system\":\"$s\",\"round\":$r,\"failed\":true}" >>"$res"
+     echo "bench: $w $s failed (see $out/stderr.log)" >&2 ;;
+  esac
+  sleep 1
+}
+
+want() { case " ${BENCH_WORKLOADS:-longpoll fanout ingest halfpeak memory} " in *" $1 "*) return 0 ;; esac; return 1; }
+for r in $(seq 1 "$rounds"); do
+  want longpoll && {
+  run longpoll herald "$r" longpoll "${H[@]}" --devices $LP_N --messages $LP_M --rate 0
+  [ -n "$npid" ] && run longpoll nchan "$r" nchan --peer 127.0.0.1:$NPORT --pid "$npid" --json \
+    --devices $LP_N --messages $LP_M --rate 0
+  }
+  want fanout && {
+  run fanout100 herald "$r" ipconn "${H[@]}" --devices 100 --messages $F1_M --rate 0
+  [ -n "$mpid" ] && run fanout100 mosquitto "$r" mqtt-fanout --peer 127.0.0.1:$MPORT \
+    --pid "$mpid" --json --devices 100 --messages $F1_M --rate 0
+  run fanout1000 herald "$r" ipconn "${H[@]}" --devices 1000 --messages $F2_M --rate 0
+  [ -n "$mpid" ] && run fanout1000 mosquitto "$r" mqtt-fanout --peer 127.0.0.1:$MPORT \
+    --pid "$mpid" --json --devices 1000 --messages $F2_M --rate 0
+  }
+  want ingest && {
+  run ingest herald "$r" ingest "${H[@]}" --connections 4 --window 256 --duration $ING_S
+  [ -n "$mpid" ] && run ingest mosquitto "$r" mqtt-ingest --peer 127.0.0.1:$MPORT --pid "$mpid" \
+    --json --connections 4 --window 256 --duration $ING_S
+  [ -n "$jpid" ] && run ingest nats-jetstream "$r" nats-ingest --peer 127.0.0.1:$JPORT \
+    --pid "$jpid" --json --connections 4 --window 256 --duration $ING_S
+  }
+done
+
+# Latency at half of Herald's own long-poll peak: the median peak deliveries/s over LP_N
+# devices gives the peak broadcast rate; publish at half of it (10/s without a longpoll run).
+half=$(python3 - "$res" $LP_N <<'PY'
+import json, sys, statistics
+v = [json.loads(l)["result"]["deliveries_per_s"] for l in open(sys.argv[1])
+     if '"result"' in l and '"workload":"longpoll","system":"herald"' in l]
+print(max(1, int(statistics.median(v) / int(sys.argv[2]) / 2)) if v else 10)
+PY
+)
+[ "$half" -gt 500 ] && half=500  # herald-bench paces in whole milliseconds
+want halfpeak && for r in $(seq 1 "$rounds"); do
+  run halfpeak herald "$r" longpoll "${H[@]}" --devices $LP_N --messages $HP_M --rate "$half"
+done
+# Memory per held long-poll and per idle IP connection, at what the fd limit allows (once each),
+# each on a fresh heraldd: on a broker that has already served the runs above, freed memory is
+# reused and the RSS growth understates the cost.
+fresh_herald() {
+  "$here/peers/herald.sh" stop "$tmp/h"
+  rm -rf "$tmp/h"
+  hpid=$("$here/peers/herald.sh" start "$tmp/h" $HPORT)
+  H=(--http 127.0.0.1:$HPORT --zmq tcp://127.0.0.1:$((HPORT + 1)) --ipconn 127.0.0.1:$((HPORT + 3))
+     --data-dir "$tmp/h/data" --pid "$hpid" --json)
+}
+if want memory; then
+  fresh_herald
+  run heldpoll herald 1 longpoll "${H[@]}" --devices $HOLD_N --messages 1 --rate 0 --threads 2
+  fresh_herald
+  run idle herald 1 idle "${H[@]}" --devices $IDLE_N --threads 2
+fi
+stop_all
+rm -rf "$tmp"
+python3 "$here/report.py" "$res" >"$out/tables.md"
+cat "$out/tables.md"
+echo "bench: results in $out" >&2
