@@ -392,6 +392,7 @@ G_REFUSED(g_ref_addr, refused_per_address)
 G_REFUSED(g_ref_fd, refused_fd_limit)
 G_REFUSED(g_ref_body, refused_body)
 G_REFUSED(g_ref_header, refused_header)
+G_REFUSED(g_tls_hs_fail, tls_handshake_failures)
 #undef G_REFUSED
 static double g_held(void *ud) {
   hd_broker *b = ud;
@@ -463,6 +464,9 @@ static int metrics_init(hd_broker *b) {
                       g_ref_body, b);
   rc |= hd__metric_fn(m, "herald_http_refused_total", ref_help, "reason=\"header_too_large\"",
                       g_ref_header, b);
+  rc |= hd__metric_fn(m, "herald_tls_handshake_failures_total",
+                      "TLS connections closed because the handshake failed", "listener=\"http\"",
+                      g_tls_hs_fail, b);
   rc |= hd__metric_fn(m, "herald_held_polls", "HTTP requests held open (long-polls)", NULL,
                       g_held, b);
   rc |= hd__metric_fn(m, "herald_watches", "Devices waiting for a wake-up", NULL, g_watches, b);
@@ -588,6 +592,10 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "http: %s", hd_strerror(rc));
     return rc;
   }
+  if (b->cfg.http.tls_cert && (rc = hd__http_set_tls(b->http, b->cfg.http.tls_cert,
+                                                     b->cfg.http.tls_key, b->cfg.http.tls_ca,
+                                                     err, errlen)))
+    return rc;
   if ((rc = hd__api_init(b))) {
     snprintf(err, errlen, "http routes: %s", hd_strerror(rc));
     return rc;
@@ -629,10 +637,10 @@ int hd__broker_start(hd_broker *b, char *err, size_t errlen) {
   uint64_t every = (uint64_t)b->cfg.store.sweep_interval_s * 1000;
   uv_timer_start(&b->sweep_timer, on_sweep_timer, every, every);
   hd__log(HD_LOG_INFO, "started",
-          "http=%s:%d zmq_ingress=%s zmq_events=%s data_dir=%s plugins=%zu config=%s", host,
+          "http=%s:%d zmq_ingress=%s zmq_events=%s data_dir=%s plugins=%zu config=%s tls=%s", host,
           hd__http_port(b->http), hd__zmq_ingress_endpoint(b->zin),
           hd__events_endpoint(b->events), b->cfg.data_dir,
-          b->cfg.plugins.nload, b->cfg.source);
+          b->cfg.plugins.nload, b->cfg.source, b->cfg.http.tls_cert ? "yes" : "no");
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -379,7 +380,8 @@ enum vtype {
   V_SIZE,    /* uint64_t bytes */
   V_DURATION, /* int64_t seconds */
   V_INT,     /* int64_t */
-  V_LIST     /* char ** plus size_t count; empty value = empty list */
+  V_LIST,    /* char ** plus size_t count; empty value = empty list */
+  V_BOOL     /* int: yes/no, true/false, on/off, 1/0 */
 };
 
 #define LIST_STAR 1u     /* a lone "*" is allowed */
@@ -419,6 +421,11 @@ static const keydef keys[] = {
      .off = CF(http.max_connections), .min = 1, .max = 10000000},
     {.sect = S_HTTP, .name = "max_connections_per_address", .type = V_INT,
      .off = CF(http.max_connections_per_address), .min = 0, .max = 10000000},
+    {.sect = S_HTTP, .name = "tls_cert", .type = V_STR_OPT, .off = CF(http.tls_cert)},
+    {.sect = S_HTTP, .name = "tls_key", .type = V_STR_OPT, .off = CF(http.tls_key)},
+    {.sect = S_HTTP, .name = "tls_ca", .type = V_STR_OPT, .off = CF(http.tls_ca)},
+    {.sect = S_HTTP, .name = "allow_plaintext_public", .type = V_BOOL,
+     .off = CF(http.allow_plaintext_public)},
 
     {.sect = S_ZMQ, .name = "ingress", .type = V_STR, .off = CF(zmq.ingress),
      .check = check_endpoint},
@@ -526,6 +533,9 @@ void hd__config_free(hd_config *c) {
   free(c->data_dir);
   free(c->log_level);
   free(c->http.listen);
+  free(c->http.tls_cert);
+  free(c->http.tls_key);
+  free(c->http.tls_ca);
   free(c->zmq.ingress);
   free(c->zmq.events);
   free(c->plugins.dir);
@@ -705,6 +715,17 @@ static int apply(parser *p, int line, const keydef *k, char *v) {
     if (i < k->min || i > k->max) return range_error(p, line, k);
     *(int64_t *)field = i;
     return 0;
+  }
+  case V_BOOL: {
+    static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+                                                                                   "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+      if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+        *(int *)field = strcasecmp(v, yes[i]) == 0;
+        return 0;
+      }
+    }
+    return fail(p, line, "bad value '%s' for %s (want yes or no)", v, k->name);
   }
   case V_LIST: {
     char **items = NULL;
@@ -927,6 +948,28 @@ static int config_finish(parser *p) {
     return fail(p, l1 > l2 ? l1 : l2, "max_ttl (%llds) is shorter than default_ttl (%llds)",
                 (long long)c->store.max_ttl_s, (long long)c->store.default_ttl_s);
   }
+  int lc = p->key_line[key_index("tls_cert")], lk = p->key_line[key_index("tls_key")];
+  if (!c->http.tls_cert != !c->http.tls_key)
+    return fail(p, lc > lk ? lc : lk, "tls_cert and tls_key go together in [http]");
+  if (c->http.tls_ca && !c->http.tls_cert)
+    return fail(p, p->key_line[key_index("tls_ca")], "tls_ca needs tls_cert and tls_key in [http]");
+  char host[256];
+  if (!c->http.tls_cert && !c->http.allow_plaintext_public &&
+      (hd__config_parse_hostport(c->http.listen, host, sizeof host, NULL) != 0 ||
+       !hd__config_is_loopback(host)))
+    return fail(p, p->key_line[key_index("listen")],
+                "[http] listen %s is not a loopback address and has no TLS: set tls_cert and "
+                "tls_key, or allow_plaintext_public = yes",
+                c->http.listen);
+  return 0;
+}
+
+int hd__config_is_loopback(const char *host) {
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (!host) return 0;
+  if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
   return 0;
 }
 

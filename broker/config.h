@@ -64,6 +64,10 @@ typedef struct hd_config {
     int64_t idle_timeout_s; /* close an idle keep-alive connection, default 60 */
     int64_t max_connections; /* default 10000 */
     int64_t max_connections_per_address; /* open connections per client address, default 1000 */
+    char *tls_cert;      /* PEM certificate chain; NULL (default): plain HTTP */
+    char *tls_key;       /* PEM private key; set together with tls_cert */
+    char *tls_ca;        /* PEM CA bundle sent along with the chain; NULL: none */
+    int allow_plaintext_public; /* plain HTTP on a non-loopback listen address; default 0 */
   } http;
 
   struct {
@@ -118,5 +122,8 @@ int hd__config_valid_name(const char *name);
 /* 1 if s is a web origin as browsers send it: scheme://host[:port], no path, no userinfo
  * (host a name, an IPv4 address or a [bracketed] IPv6 address; port 1-65535). */
 int hd__config_valid_origin(const char *s);
+/* 1 if host (as split by hd__config_parse_hostport) is a loopback address literal: 127.0.0.0/8
+ * or ::1. Names, even "localhost", are not: what they resolve to is not known here. */
+int hd__config_is_loopback(const char *host);
 
 #endif

@@ -19,6 +19,11 @@
  * input is read and dropped for up to HTTP_LINGER_MS, so that the kernel does not reset the
  * connection under an answer the client has not read yet.
  *
+ * TLS (hd__http_set_tls): see "TLS" below and http.h. The socket carries ciphertext; what
+ * tls_pump() decrypts lands in the same buffers (shared or own) and goes through the same
+ * conn_parse() as plain bytes, bounded the same way; conn_send() is the one place answers
+ * leave, encrypted when the connection has an SSL.
+ *
  * Options: max_header 0 and max_body 0 mean the config defaults (16 KiB, 1 MiB);
  * idle_timeout_ms 0 means no idle timeout; max_connections 0 means no limit.
  */
@@ -26,6 +31,8 @@
 
 #include <http_parser.h>
 #include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +191,9 @@ struct hd_http_conn {
   unsigned peer_eof : 1;
   unsigned in_parse : 1;  /* conn_parse() is on the stack: do not re-enter */
   unsigned shared : 1;    /* buf is the server's shared read buffer (during one read only) */
+  unsigned pumping : 1;   /* tls_pump() is on the stack */
+  unsigned tls_up : 1;    /* the TLS handshake finished */
+  SSL *ssl;               /* NULL unless the server has TLS; owns its two memory BIOs */
   char peer[64];
 };
 
@@ -227,6 +237,9 @@ struct hd_http_server {
    * callback), so a connection only needs bytes of its own while something is left unparsed.
    * That keeps an idle or held connection at a few hundred bytes instead of 64 KiB. */
   char *rbuf;
+  SSL_CTX *tls;           /* NULL: plain HTTP */
+  char *tls_rbuf;         /* ciphertext of one read; copied into a BIO at once, so shared */
+  hd_http_conn *reading;  /* the TLS connection whose read callback runs (may use rbuf) */
 };
 
 typedef struct wreq {
@@ -242,6 +255,54 @@ static void conn_on_timer(uv_timer_t *t);
 static void conn_update_reading(hd_http_conn *c);
 static void conn_run_aborts(hd_http_server *s, hd_http_req *list);
 static void server_maybe_done(hd_http_server *s);
+static void conn_on_write(uv_write_t *req, int status);
+
+/* ------------------------------------------------------------------------------------------ */
+/* TLS: the socket's bytes pass through memory BIOs (see http.h). */
+
+/* Writes what OpenSSL has produced (records, alerts, close_notify) to the socket; `last` makes
+ * it the connection's last write (shutdown follows). Returns 0, or -1: close the connection. */
+static int tls_flush(hd_http_conn *c, int last) {
+  BIO *wbio = SSL_get_wbio(c->ssl);
+  size_t n = BIO_ctrl_pending(wbio);
+  if (!n && !last) return 0;
+  wreq *w = xrealloc(NULL, sizeof *w + (n ? n : 1));
+  w->c = c;
+  w->last = last;
+  if (n && BIO_read(wbio, w->data, (int)n) != (int)n) {
+    free(w);
+    return -1;
+  }
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) {
+    free(w);
+    return -1;
+  }
+  return 0;
+}
+
+/* Queues w->data[0..len) (an answer, plaintext) on the socket, through TLS when it is on.
+ * Takes w. Returns 0, or -1 after which the caller closes the connection. */
+static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
+  if (!c->ssl) {
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) == 0) return 0;
+    free(w);
+    return -1;
+  }
+  int last = w->last;
+  ERR_clear_error();
+  /* A memory BIO never says "would block", so SSL_write takes everything at once. */
+  int n = len ? SSL_write(c->ssl, w->data, (int)len) : 1;
+  free(w);
+  if (n <= 0) {
+    ERR_clear_error();
+    return -1;
+  }
+  if (last) (void)SSL_shutdown(c->ssl); /* close_notify leaves with the last answer */
+  ERR_clear_error();
+  return tls_flush(c, last);
+}
 
 static uint64_t buffer_bound(const hd_http_server *s) {
   return s->opts.max_header + s->opts.max_body;
@@ -557,7 +618,6 @@ static void conn_write_response(hd_http_conn *c, int status, const char *content
   snprintf(w->data, (size_t)hlen + 1, HTTP_RESP_FMT, status, reason, ct ? "Content-Type: " : "",
            ct ? ct : "", ct ? "\r\n" : "", clen, extra ? extra : "", conn_hdr);
   if (len) memcpy(w->data + hlen, body, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)((size_t)hlen + len));
   if (status >= 400 && status < 500) s->stats.responses_4xx++;
   if (status >= 500 && status < 600) s->stats.responses_5xx++;
   if (!keep) {
@@ -568,10 +628,7 @@ static void conn_write_response(hd_http_conn *c, int status, const char *content
     else
       uv_timer_stop(&c->timer);
   }
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) {
-    free(w);
-    conn_close(c);
-  }
+  if (conn_send(c, w, (size_t)hlen + len) != 0) conn_close(c);
 }
 
 /* An error answer not tied to a routed request (parse errors, limits): JSON, then close. */
@@ -587,18 +644,22 @@ static void conn_fail(hd_http_conn *c, int status, const char *code, const char 
 /* ------------------------------------------------------------------------------------------ */
 /* connections */
 
-static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  hd_http_conn *c = h->data;
-  (void)suggested;
+static void conn_unshare(hd_http_conn *c);
+
+/* Makes room after c->len for the next bytes: the shared buffer when nothing is pending and
+ * may_share (only inside this connection's read callback), else a buffer of its own. */
+static inline void conn_room(hd_http_conn *c, int may_share) {
   if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
   if (c->off == c->len) c->off = c->len = 0;
-  if (c->len == 0 && c->s->rbuf) {
+  if (c->len == 0 && may_share && c->s->rbuf) {
     /* Nothing of our own pending: read into the shared buffer (see hd_http_server.rbuf). */
     if (!c->shared) free(c->buf);
     c->buf = c->s->rbuf;
     c->cap = HTTP_READ_CHUNK;
     c->shared = 1;
   } else if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
+    /* Only TLS gets here with the shared buffer: a record decrypted into it left bytes. */
+    if (c->shared) conn_unshare(c);
     if (c->off) {
       memmove(c->buf, c->buf + c->off, c->len - c->off);
       c->len -= c->off;
@@ -609,8 +670,26 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       c->buf = xrealloc(c->buf, c->cap);
     }
   }
+}
+
+/* How much one read may bring in: never so much that the unparsed bytes a connection keeps
+ * for itself exceed the buffer bound (a client pipelining faster than it reads our answers
+ * would otherwise park a whole read chunk per connection), but at least a few KiB so that an
+ * ordinary request takes one read. */
+static size_t read_budget(const hd_http_conn *c) {
+  uint64_t bound = buffer_bound(c->s), pending = c->len - c->off;
+  uint64_t room = bound > pending ? bound - pending : 0;
+  if (room < 4096) room = 4096;
+  return room < HTTP_READ_CHUNK ? (size_t)room : HTTP_READ_CHUNK;
+}
+
+static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  hd_http_conn *c = h->data;
+  (void)suggested;
+  conn_room(c, 1);
+  size_t budget = read_budget(c);
   buf->base = c->buf + c->len;
-  buf->len = c->cap - c->len;
+  buf->len = c->cap - c->len < budget ? c->cap - c->len : budget;
 }
 
 static void conn_restart_idle(hd_http_conn *c) {
@@ -632,7 +711,7 @@ static void conn_unshare(hd_http_conn *c) {
     c->cap = c->off = c->len = 0;
     return;
   }
-  size_t cap = left < HTTP_READ_CHUNK ? HTTP_READ_CHUNK : left;
+  size_t cap = left; /* exactly what is left: a slow client must not keep a whole chunk */
   char *own = xrealloc(NULL, cap);
   memcpy(own, c->buf + c->off, left);
   c->buf = own;
@@ -649,17 +728,22 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   conn_unshare(st->data);
 }
 
+/* The client closed its side (nread UV_EOF, or a TLS close_notify) or the read failed. */
+static void conn_on_eof(hd_http_conn *c, ssize_t nread) {
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  c->peer_eof = 1;
+  /* A half-closing client still gets its last answer: the write and the shutdown that
+   * follow it close the connection. */
+  if (nread == UV_EOF && c->finishing && !c->lingering) return;
+  conn_close(c);
+}
+
 static void conn_on_read_inner(uv_stream_t *st, ssize_t nread) {
   hd_http_conn *c = st->data;
   if (nread == 0 || c->closing) return;
   if (nread < 0) {
-    uv_read_stop(st);
-    c->reading = 0;
-    c->peer_eof = 1;
-    /* A half-closing client still gets its last answer: the write and the shutdown that
-     * follow it close the connection. */
-    if (nread == UV_EOF && c->finishing && !c->lingering) return;
-    conn_close(c);
+    conn_on_eof(c, nread);
     return;
   }
   if (c->finishing) return; /* drained and dropped */
@@ -668,12 +752,86 @@ static void conn_on_read_inner(uv_stream_t *st, ssize_t nread) {
   conn_parse(c);
 }
 
+/* A failed handshake: send OpenSSL's alert, then close as after a last answer. */
+static void tls_fail(hd_http_conn *c) {
+  c->s->stats.tls_handshake_failures++;
+  c->finishing = 1;
+  if (c->s->opts.idle_timeout_ms)
+    uv_timer_start(&c->timer, conn_on_timer, c->s->opts.idle_timeout_ms, 0);
+  if (tls_flush(c, 1) != 0) conn_close(c);
+}
+
+/* Decrypts what the read BIO holds into the connection's buffer and parses it, while the
+ * unparsed bytes stay within the same bound as plain reads (what is left waits in OpenSSL's
+ * buffers, and conn_update_reading() comes back for it). Never re-entered. */
+static void tls_pump(hd_http_conn *c) {
+  hd_http_server *s = c->s;
+  if (c->pumping) return;
+  c->pumping = 1;
+  while (!c->closing && !c->finishing && (uint64_t)(c->len - c->off) <= buffer_bound(s)) {
+    conn_room(c, s->reading == c);
+    size_t room = c->cap - c->len;
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, c->buf + c->len, room > INT_MAX ? INT_MAX : (int)room);
+    if (!c->tls_up && SSL_is_init_finished(c->ssl)) c->tls_up = 1;
+    int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_NONE || e == SSL_ERROR_WANT_READ) {
+      /* handshake records, and TLS 1.3 session tickets after it */
+      if (tls_flush(c, 0) != 0) {
+        conn_close(c);
+        break;
+      }
+      if (e == SSL_ERROR_WANT_READ) break;
+      c->len += (size_t)n;
+      conn_parse(c);
+    } else if (e == SSL_ERROR_ZERO_RETURN) {
+      conn_on_eof(c, UV_EOF);
+      break;
+    } else if (!c->tls_up) {
+      tls_fail(c);
+      break;
+    } else {
+      conn_close(c);
+      break;
+    }
+  }
+  c->pumping = 0;
+}
+
+static void conn_on_alloc_tls(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  hd_http_conn *c = h->data;
+  (void)suggested;
+  *buf = uv_buf_init(c->s->tls_rbuf, HTTP_READ_CHUNK);
+}
+
+static void conn_on_read_tls(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  hd_http_conn *c = st->data;
+  if (nread == 0 || c->closing) return;
+  if (nread < 0) {
+    conn_on_eof(c, nread);
+    return;
+  }
+  if (c->finishing) return; /* drained and dropped */
+  if (BIO_write(SSL_get_rbio(c->ssl), buf->base, (int)nread) != (int)nread) {
+    conn_close(c);
+    return;
+  }
+  conn_restart_idle(c);
+  c->s->reading = c;
+  tls_pump(c);
+  c->s->reading = NULL;
+  conn_unshare(c);
+}
+
 /* Starts or stops reading: unparsed bytes are bounded while a request is in flight. */
 static void conn_update_reading(hd_http_conn *c) {
   if (c->closing || c->peer_eof) return;
   int want = c->finishing || (uint64_t)(c->len - c->off) <= buffer_bound(c->s);
   if (want && !c->reading) {
-    if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
+    int rc = c->ssl ? uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc_tls, conn_on_read_tls)
+                    : uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+    if (rc == 0)
       c->reading = 1;
     else
       conn_close(c);
@@ -681,6 +839,10 @@ static void conn_update_reading(hd_http_conn *c) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
+  /* Bytes OpenSSL already holds bring no read event of their own. */
+  if (want && c->reading && c->ssl && !c->pumping && !c->finishing &&
+      (SSL_has_pending(c->ssl) || BIO_ctrl_pending(SSL_get_rbio(c->ssl))))
+    tls_pump(c);
 }
 
 static void conn_on_timer(uv_timer_t *t) {
@@ -698,6 +860,7 @@ static void conn_free(hd_http_conn *c) {
   s->stats.connections_open--;
   req_free(c->cur);
   if (!c->shared) free(c->buf);
+  SSL_free(c->ssl);
   c->magic = 0;
   free(c);
   server_maybe_done(s);
@@ -998,8 +1161,7 @@ static int on_headers_complete(http_parser *p) {
       w->c = c;
       w->last = 0;
       memcpy(w->data, cont, sizeof cont);
-      uv_buf_t b = uv_buf_init(w->data, sizeof cont - 1);
-      if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) free(w);
+      (void)conn_send(c, w, sizeof cont - 1);
     }
   }
   return 0;
@@ -1107,6 +1269,21 @@ static void conn_start(hd_http_conn *c) {
     if (s->opts.on_refused) s->opts.on_refused(s->opts.on_refused_ud, "per_address", c->peer);
     conn_close(c);
     return;
+  }
+  if (s->tls) {
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    c->ssl = SSL_new(s->tls);
+    if (!c->ssl || !rb || !wb) {
+      BIO_free(rb);
+      BIO_free(wb);
+      ERR_clear_error();
+      conn_close(c);
+      return;
+    }
+    /* An empty memory BIO reads as "retry later", not as end of file. */
+    BIO_set_mem_eof_return(rb, -1);
+    SSL_set_bio(c->ssl, rb, wb);
+    SSL_set_accept_state(c->ssl);
   }
   conn_restart_idle(c);
   conn_update_reading(c);
@@ -1283,6 +1460,63 @@ int hd__http_listen(hd_http_server *s, const char *host, int port) {
   return 0;
 }
 
+/* "path: reason" from OpenSSL's error queue, which it then empties. */
+static int tls_error(char *err, size_t errlen, const char *what, const char *path) {
+  unsigned long e = ERR_peek_last_error();
+  char why[256];
+  if (e)
+    ERR_error_string_n(e, why, sizeof why);
+  else
+    snprintf(why, sizeof why, "unknown error");
+  const char *r = e ? ERR_reason_error_string(e) : NULL;
+  if (err && errlen) snprintf(err, errlen, "%s %s: %s", what, path, r ? r : why);
+  ERR_clear_error();
+  return HD_ECONFIG;
+}
+
+int hd__http_set_tls(hd_http_server *s, const char *cert, const char *key, const char *ca,
+                     char *err, size_t errlen) {
+  if (!s || !cert || !key || s->lstate != LST_NONE || s->tls) return HD_EINVAL;
+  ERR_clear_error();
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) return tls_error(err, errlen, "TLS", "context");
+  int rc = 0;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  /* An idle or held connection keeps no record buffers: long-polls are most of them. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+    rc = tls_error(err, errlen, "tls_cert", cert);
+    goto out;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+    rc = tls_error(err, errlen, "tls_key", key);
+    goto out;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    rc = tls_error(err, errlen, "tls_key", key);
+    goto out;
+  }
+  if (ca) {
+    /* Completes the chain sent to clients from the bundle, and checks at start that the
+     * certificate does chain to it. */
+    if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+      rc = tls_error(err, errlen, "tls_ca", ca);
+      goto out;
+    }
+    if (SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_NO_ROOT) != 1) {
+      rc = tls_error(err, errlen, "tls_cert (checked against tls_ca)", cert);
+      goto out;
+    }
+  }
+  s->tls = ctx;
+  ctx = NULL;
+  if (!s->tls_rbuf) s->tls_rbuf = xrealloc(NULL, HTTP_READ_CHUNK);
+out:
+  SSL_CTX_free(ctx);
+  return rc;
+}
+
 const char *hd__http_listen_error(const hd_http_server *s) {
   return s && s->listen_err ? uv_strerror(s->listen_err) : "";
 }
@@ -1322,6 +1556,8 @@ void hd__http_free(hd_http_server *s) {
   for (size_t i = 0; i < s->nroutes; i++) route_free_fields(&s->routes[i]);
   free(s->routes);
   free(s->rbuf);
+  free(s->tls_rbuf);
+  SSL_CTX_free(s->tls);
   free(s);
 }
 

@@ -33,6 +33,12 @@
  * path segment, percent-decoded. The query string is parsed into name/value pairs
  * (percent- and '+'-decoded). Header names are matched case-insensitively.
  *
+ * TLS (hd__http_set_tls): every connection gets an OpenSSL object between two memory BIOs:
+ * bytes read from the socket go into one, what SSL_read gives is parsed exactly as plain bytes
+ * are, answers go through SSL_write and the other BIO's bytes are written to the socket. A
+ * handshake that fails closes the connection and counts in tls_handshake_failures. Without
+ * TLS no connection carries any of this.
+ *
  * Ownership: the server owns every connection and request. A hd_http_req is valid from the
  * handler call until hd__http_reply*() returns, or until its abort callback has returned.
  * Everything runs on the loop thread.
@@ -72,6 +78,7 @@ typedef struct hd_http_stats {
   uint64_t requests_held;        /* currently held */
   uint64_t responses_4xx;
   uint64_t responses_5xx;
+  uint64_t tls_handshake_failures; /* TLS connections closed before the handshake finished */
 } hd_http_stats;
 
 /* Create a server on `loop`. *out is owned by the caller until hd__http_close(). */
@@ -83,6 +90,12 @@ int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
 /* Bind and listen on host:port (IPv4 or IPv6 literal). Returns 0 or an HD_E* code; err gets
  * a human reason ("address in use"). */
 int hd__http_listen(hd_http_server *s, const char *host, int port);
+/* Serve HTTPS instead of HTTP: cert is a PEM chain (leaf first), key its PEM private key, ca
+ * (may be NULL) a PEM bundle of further chain certificates to send. TLS 1.2 or newer; no client
+ * certificates. Before hd__http_listen(). Returns 0, or HD_ECONFIG with "path: reason" (the
+ * reason OpenSSL gave) in err. Paths are read now and not kept. Loop thread. */
+int hd__http_set_tls(hd_http_server *s, const char *cert, const char *key, const char *ca,
+                     char *err, size_t errlen);
 /* The human reason of the last failed hd__http_listen() ("address already in use"), or "".
  * Owned by libuv (static text). */
 const char *hd__http_listen_error(const hd_http_server *s);

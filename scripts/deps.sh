@@ -5,10 +5,11 @@ set -euo pipefail
 # clang's sanitizer and libFuzzer runtimes (libclang-rt-14-dev) are only a recommendation of
 # clang, and recommendations are not installed here: name them. Chromium needs a font to
 # render the demo page's screenshot.
+# The `openssl` command line makes the throwaway CA and certificates of tests/integration/test_tls.py.
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev fonts-dejavu-core
       libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
       libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
-      curl python3 python3-zmq python3-msgpack lmdb-utils
+      curl openssl python3 python3-zmq python3-msgpack lmdb-utils
       chromium)
 # The browser tests run on node (>= 18, with `node --test`) and npm: Debian's, unless a node is
 # already installed (e.g. from another source, which brings its own npm).

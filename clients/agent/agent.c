@@ -381,6 +381,8 @@ static void on_close(hdc_conn *c, void *ud, const hdc_close_info *why) {
         a->alt_port = port;
       }
     }
+  } else if (why->status == HDC_ETLS) {
+    hd__log(HD_LOG_WARN, "tls_failed", "reason=%s", hd__log_q(why->text, q, sizeof q));
   } else {
     hd__log(why->was_ready ? HD_LOG_INFO : HD_LOG_WARN, "disconnected", "reason=%s%s%s",
             hdc_strerror(why->status), why->sys_err ? " error=" : "",
@@ -400,7 +402,9 @@ static void connect_now(agent *a) {
                      .device = a->conf->device,
                      .tenant = a->conf->tenant,
                      .token = a->conf->token,
-                     .agent = "herald-agent/0.1.0"};
+                     .agent = "herald-agent/0.1.0",
+                     .tls_ca = a->conf->tls_ca,
+                     .tls_name = a->conf->tls_name};
   if (a->alt_port) a->alt_port = 0; /* one try elsewhere; then home again */
   int rc = hdc_conn_open(a->loop, &o, &cbs, a, &a->conn);
   if (rc) {

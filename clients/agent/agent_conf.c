@@ -1,6 +1,7 @@
 /* agent_conf.c — herald-agent's settings (see agent_conf.h). */
 #include "agent_conf.h"
 
+#include <errno.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,13 @@ int agent_conf_set(agent_conf *c, const char *section, const char *key, const ch
   else if (strcmp(key, "device") == 0) bad = set_str(&c->device, value);
   else if (strcmp(key, "tenant") == 0) bad = set_str(&c->tenant, value);
   else if (strcmp(key, "token") == 0) bad = set_str(&c->token, value);
+  else if (strcmp(key, "tls_ca") == 0) {
+    free(c->tls_ca);
+    c->tls_ca = *value ? strdup(value) : NULL;
+  } else if (strcmp(key, "tls_name") == 0) {
+    free(c->tls_name);
+    c->tls_name = *value ? strdup(value) : NULL;
+  }
   else if (strcmp(key, "token_file") == 0) {
     FILE *f = fopen(value, "r");
     char buf[600];
@@ -219,6 +227,14 @@ int agent_conf_finish(agent_conf *c, char *err, size_t errlen) {
     }
     c->tenant = strndup(c->token, (size_t)(dot - c->token));
   }
+  if (c->tls_ca) { /* checked now: at connect time it would only fail again and again */
+    FILE *f = fopen(c->tls_ca, "r");
+    if (!f) {
+      snprintf(err, errlen, "tls_ca %s: %s", c->tls_ca, strerror(errno));
+      return -1;
+    }
+    fclose(f);
+  }
   if (c->retry_max_s < c->retry_base_s) c->retry_max_s = c->retry_base_s;
   if (c->reconnect_max_s < c->reconnect_min_s) c->reconnect_max_s = c->reconnect_min_s;
   return 0;
@@ -242,6 +258,8 @@ void agent_conf_free(agent_conf *c) {
   free(c->data_dir);
   free(c->ask);
   free(c->log_level);
+  free(c->tls_ca);
+  free(c->tls_name);
   for (size_t i = 0; i < c->nhandlers; i++) {
     free(c->handlers[i].app);
     free(c->handlers[i].cmd);

@@ -38,6 +38,8 @@ typedef struct agent_conf {
   int64_t parallel;          /* handlers running at once; default 1 */
   uint64_t map_size;         /* the agent's LMDB map; default 64 MiB */
   char *log_level;           /* debug|info|warn|error, default info */
+  char *tls_ca;              /* PEM CA file: TLS to the broker, verified against it; NULL: plain */
+  char *tls_name;            /* name or address the certificate must carry; NULL: broker host */
 } agent_conf;
 
 /* Built-in defaults. */

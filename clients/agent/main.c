@@ -19,6 +19,7 @@ static void usage(FILE *f) {
           "      --device ID          this device's id (required)\n"
           "      --token TOKEN        its device token (or --token-file FILE)\n"
           "      --tenant NAME        default: the token's prefix\n"
+          "      --tls-ca FILE        speak TLS, verifying the broker against these CAs (PEM)\n"
           "      --data-dir DIR       the agent's store (./var/agent)\n"
           "      --handler APP=CMD    run CMD (/bin/sh -c) for notices of APP; APP * = others\n"
           "      --ask CMD            release notices: exit 0 = yes, 1 = no (default: yes)\n"
@@ -41,7 +42,7 @@ int main(int argc, char **argv) {
   char err[1024];
   int dump = 0;
   enum { O_BROKER = 256, O_DEVICE, O_TOKEN, O_TOKEN_FILE, O_TENANT, O_DATA, O_HANDLER, O_ASK,
-         O_SET, O_LOG, O_DUMP };
+         O_SET, O_LOG, O_DUMP, O_TLS_CA };
   static const struct option lo[] = {{"config", 1, 0, 'c'},        {"broker", 1, 0, O_BROKER},
                                      {"device", 1, 0, O_DEVICE},   {"token", 1, 0, O_TOKEN},
                                      {"token-file", 1, 0, O_TOKEN_FILE},
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
                                      {"handler", 1, 0, O_HANDLER}, {"ask", 1, 0, O_ASK},
                                      {"set", 1, 0, O_SET},         {"log-level", 1, 0, O_LOG},
                                      {"dump", 0, 0, O_DUMP},       {"version", 0, 0, 'V'},
+                                     {"tls-ca", 1, 0, O_TLS_CA},
                                      {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
   /* The file first, whatever its place on the line: flags override it. */
   for (int i = 1; i < argc - 1; i++)
@@ -75,6 +77,7 @@ int main(int argc, char **argv) {
     case O_DATA: key = "data_dir"; break;
     case O_ASK: key = "ask"; break;
     case O_LOG: key = "log_level"; break;
+    case O_TLS_CA: key = "tls_ca"; break;
     case O_DUMP: dump = 1; continue;
     case O_HANDLER:
     case O_SET: {

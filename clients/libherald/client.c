@@ -1,6 +1,9 @@
 /* client.c — one ipconn connection on a libuv loop (see hdc_client.h). */
 #include "hdc_client.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,12 @@ struct hdc_conn {
   uint32_t hb_ms, idle_ms;
   uint64_t ping_n;
   hdc_close_info why;
+  /* TLS (opts.tls_ca): OpenSSL between two memory BIOs; frames sent before the handshake is
+   * done wait in tls_pend. */
+  SSL_CTX *tls_ctx;
+  SSL *ssl;
+  char *tls_name;
+  hdc_buf tls_pend;
 };
 
 typedef struct wreq {
@@ -42,6 +51,10 @@ static void part_done(hdc_conn *c) {
   if (--c->open_parts > 0) return;
   c->cbs.on_close(c, c->ud, &c->why);
   hdc_framer_free(&c->fr);
+  SSL_free(c->ssl);
+  SSL_CTX_free(c->tls_ctx);
+  hdc_buf_free(&c->tls_pend);
+  free(c->tls_name);
   free(c->host);
   free(c->device);
   free(c->tenant);
@@ -84,12 +97,68 @@ static void on_written(uv_write_t *req, int status) {
   if (status && status != UV_ECANCELED) conn_fail(c, HDC_EIO, status);
 }
 
+/* Writes the ciphertext OpenSSL produced. 0, or the connection failed. */
+static int tls_flush(hdc_conn *c) {
+  BIO *wb = SSL_get_wbio(c->ssl);
+  size_t n = BIO_ctrl_pending(wb);
+  if (!n) return 0;
+  wreq *w = malloc(sizeof *w + n);
+  if (!w) {
+    conn_fail(c, HDC_ENOMEM, 0);
+    return HDC_ENOMEM;
+  }
+  BIO_read(wb, w->data, (int)n);
+  w->req.data = c;
+  uv_buf_t ub = uv_buf_init((char *)w->data, (unsigned)n);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
+  if (rc) {
+    free(w);
+    conn_fail(c, HDC_EIO, rc);
+    return HDC_ECLOSED;
+  }
+  c->last_tx_ms = uv_now(c->loop);
+  return 0;
+}
+
+static void tls_failed(hdc_conn *c) {
+  long v = SSL_get_verify_result(c->ssl);
+  unsigned long e = ERR_peek_last_error();
+  const char *why = v != X509_V_OK ? X509_verify_cert_error_string(v)
+                    : e            ? ERR_reason_error_string(e)
+                                   : NULL;
+  snprintf(c->why.text, sizeof c->why.text, "%s", why ? why : "TLS failure");
+  ERR_clear_error();
+  conn_fail(c, HDC_ETLS, 0);
+}
+
 /* Send whole frames: straight into the socket when it takes them, the rest through a write
  * request that owns a copy. */
 static int send_buf(hdc_conn *c, hdc_buf *b) {
   if (c->state == ST_CLOSING) {
     hdc_buf_free(b);
     return HDC_ECLOSED;
+  }
+  if (c->ssl) {
+    int rc = 0;
+    if (!SSL_is_init_finished(c->ssl)) { /* the hello: it goes once the handshake is done */
+      if (hdc_buf_reserve(&c->tls_pend, b->len) == 0) {
+        memcpy(c->tls_pend.p + c->tls_pend.len, b->p, b->len);
+        c->tls_pend.len += b->len;
+      } else {
+        conn_fail(c, HDC_ENOMEM, 0);
+        rc = HDC_ENOMEM;
+      }
+    } else {
+      ERR_clear_error();
+      if (SSL_write(c->ssl, b->p, (int)b->len) <= 0) {
+        tls_failed(c);
+        rc = HDC_ECLOSED;
+      } else {
+        rc = tls_flush(c);
+      }
+    }
+    hdc_buf_free(b);
+    return rc;
   }
   uv_buf_t ub = uv_buf_init((char *)b->p, b->len);
   int n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
@@ -220,6 +289,50 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(shared, sizeof shared);
 }
 
+static void feed(hdc_conn *c, const uint8_t *p, size_t n) {
+  int rc = hdc_framer_feed(&c->fr, p, n, c->max_frame, on_frame, c);
+  if (rc < 0) conn_fail(c, rc == HDC_ENOMEM ? HDC_ENOMEM : rc == HDC_ETOOBIG ? HDC_ETOOBIG
+                                                                             : HDC_EPROTO, 0);
+}
+
+/* Ciphertext in buf: into the read BIO, then decrypt into the same (now free) buffer and
+ * feed; once the handshake is done, the waiting hello goes out. */
+static void tls_read(hdc_conn *c, const uv_buf_t *buf, size_t n) {
+  if (BIO_write(SSL_get_rbio(c->ssl), buf->base, (int)n) != (int)n) {
+    conn_fail(c, HDC_ENOMEM, 0);
+    return;
+  }
+  while (c->state != ST_CLOSING) {
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf->base, (int)buf->len);
+    if (r > 0) {
+      feed(c, (const uint8_t *)buf->base, (size_t)r);
+      continue;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      conn_fail(c, HDC_ECLOSED, 0);
+      return;
+    }
+    if (e != SSL_ERROR_WANT_READ) {
+      tls_failed(c);
+      return;
+    }
+    break;
+  }
+  if (c->state == ST_CLOSING) return;
+  if (c->tls_pend.len && SSL_is_init_finished(c->ssl)) {
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, c->tls_pend.p, (int)c->tls_pend.len);
+    hdc_buf_free(&c->tls_pend);
+    if (w <= 0) {
+      tls_failed(c);
+      return;
+    }
+  }
+  tls_flush(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hdc_conn *c = s->data;
   if (nread == 0 || c->state == ST_CLOSING) return;
@@ -228,10 +341,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->last_rx_ms = uv_now(c->loop);
-  int rc = hdc_framer_feed(&c->fr, (const uint8_t *)buf->base, (size_t)nread, c->max_frame,
-                           on_frame, c);
-  if (rc < 0) conn_fail(c, rc == HDC_ENOMEM ? HDC_ENOMEM : rc == HDC_ETOOBIG ? HDC_ETOOBIG
-                                                                             : HDC_EPROTO, 0);
+  if (c->ssl) {
+    tls_read(c, buf, (size_t)nread);
+    return;
+  }
+  feed(c, (const uint8_t *)buf->base, (size_t)nread);
 }
 
 /* ---- connecting ---- */
@@ -263,6 +377,34 @@ static void on_connect(uv_connect_t *req, int status) {
   if (rc) {
     conn_fail(c, HDC_EIO, rc);
     return;
+  }
+  if (c->tls_ctx) {
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    c->ssl = SSL_new(c->tls_ctx);
+    if (!c->ssl || !rb || !wb) {
+      BIO_free(rb);
+      BIO_free(wb);
+      conn_fail(c, HDC_ENOMEM, 0);
+      return;
+    }
+    BIO_set_mem_eof_return(rb, -1);
+    SSL_set_bio(c->ssl, rb, wb);
+    SSL_set_connect_state(c->ssl);
+    const char *name = c->tls_name ? c->tls_name : c->host;
+    /* An address is checked against the certificate's IP entries, a name against its DNS
+     * entries (and sent as SNI). */
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name) != 1) {
+      ERR_clear_error();
+      SSL_set_tlsext_host_name(c->ssl, name);
+      SSL_set1_host(c->ssl, name);
+    }
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r <= 0 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      tls_failed(c);
+      return;
+    }
+    if (tls_flush(c)) return;
   }
   hdc_buf b = {0};
   if (hdc_enc_hello(&b, c->device, c->tenant, c->token, c->agent)) {
@@ -319,7 +461,29 @@ int hdc_conn_open(uv_loop_t *loop, const hdc_conn_opts *o, const hdc_conn_cbs *c
   c->tenant = strdup(o->tenant);
   c->token = strdup(o->token);
   c->agent = o->agent ? strdup(o->agent) : NULL;
-  if (!c->host || !c->device || !c->tenant || !c->token || (o->agent && !c->agent)) {
+  c->tls_name = o->tls_name ? strdup(o->tls_name) : NULL;
+  if (o->tls_ca) {
+    ERR_clear_error();
+    c->tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->tls_ctx || SSL_CTX_load_verify_locations(c->tls_ctx, o->tls_ca, NULL) != 1) {
+      ERR_clear_error();
+      SSL_CTX_free(c->tls_ctx);
+      free(c->host);
+      free(c->device);
+      free(c->tenant);
+      free(c->token);
+      free(c->agent);
+      free(c->tls_name);
+      free(c);
+      return HDC_EINVAL;
+    }
+    SSL_CTX_set_min_proto_version(c->tls_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(c->tls_ctx, SSL_VERIFY_PEER, NULL);
+  }
+  if (!c->host || !c->device || !c->tenant || !c->token || (o->agent && !c->agent) ||
+      (o->tls_name && !c->tls_name)) {
+    SSL_CTX_free(c->tls_ctx);
+    free(c->tls_name);
     free(c->host);
     free(c->device);
     free(c->tenant);

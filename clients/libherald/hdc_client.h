@@ -30,12 +30,13 @@ typedef struct hdc_conn hdc_conn;
 /* Why a connection ended. */
 typedef struct hdc_close_info {
   int status;       /* HDC_EDENIED, HDC_EGOAWAY, HDC_ECLOSED (peer closed), HDC_ETIMEDOUT,
+                     * HDC_ETLS (handshake or certificate check failed; the reason in text),
                      * HDC_EIO (see sys_err), HDC_EPROTO / HDC_ETOOBIG (the broker broke the
                      * protocol), HDC_ECANCELED (hdc_conn_close), HDC_ENOMEM */
   int sys_err;      /* the libuv error behind HDC_EIO (e.g. UV_ECONNREFUSED), else 0 */
   int was_ready;    /* 1 if the welcome had arrived */
   char code[64];    /* deny / goaway code ("auth", "shutdown", ...), else "" */
-  char text[256];   /* deny / goaway text, else "" */
+  char text[256];   /* deny / goaway text, the TLS failure's reason, else "" */
   char alt[300];    /* goaway: another host:port to use, else "" */
   int64_t retry_s;  /* deny / goaway retry hint in seconds, -1 when none */
 } hdc_close_info;
@@ -58,6 +59,11 @@ typedef struct hdc_conn_opts {
   const char *agent;           /* "name/version" sent in the hello; may be NULL */
   uint32_t max_frame;          /* largest frame accepted from the broker; 0 = 16 MiB */
   uint32_t connect_timeout_ms; /* connect + hello + welcome; 0 = 10 s */
+  /* TLS: a PEM file of CA certificates to verify the broker against; NULL = plain TCP. Read at
+   * hdc_conn_open(), which fails with HDC_EINVAL if it cannot be loaded. TLS 1.2 or newer. */
+  const char *tls_ca;
+  /* The name (or IP address) the broker's certificate must carry; NULL = host. */
+  const char *tls_name;
 } hdc_conn_opts;
 
 /* Start a connection. On success *out is the handle and on_close() will run exactly once;

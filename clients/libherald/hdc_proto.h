@@ -42,7 +42,8 @@ extern "C" {
   X(ETIMEDOUT, -9, "peer silent for too long")                        \
   X(EIO,       -10, "network error")                                  \
   X(ECANCELED, -11, "closed by this side")                            \
-  X(EINVAL,    -12, "invalid argument")
+  X(EINVAL,    -12, "invalid argument")                              \
+  X(ETLS,      -13, "TLS handshake or certificate verification failed")
 
 typedef enum {
 #define HDC__ERR_ENUM(name, val, text) HDC_##name = (val),

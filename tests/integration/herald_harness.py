@@ -479,7 +479,8 @@ class Daemon:
         kv = dict(re.findall(r"(\w+)=(\S+)", ln))
         self.http_addr = kv["http"]
         self.http_port = int(self.http_addr.rsplit(":", 1)[1])
-        self.url = "http://%s" % self.http_addr
+        tls = self.sections.get("http", {}).get("tls_cert")
+        self.url = "%s://%s" % ("https" if tls else "http", self.http_addr)
         self.zmq_ingress = kv["zmq_ingress"]
         self.zmq_events = kv["zmq_events"]
 

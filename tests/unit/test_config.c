@@ -147,6 +147,61 @@ static void test_empty_text_gives_defaults_with_its_source(void **state) {
   hd__config_free(&c);
 }
 
+/* Issue 8: TLS keys, and plain HTTP only on loopback unless the operator says so. */
+static void test_tls_keys_and_the_loopback_rule(void **state) {
+  (void)state;
+  hd_config c;
+  parse_ok("", &c);
+  assert_null(c.http.tls_cert);
+  assert_null(c.http.tls_key);
+  assert_null(c.http.tls_ca);
+  assert_int_equal(c.http.allow_plaintext_public, 0);
+  hd__config_free(&c);
+  parse_ok("[http]\nlisten = 0.0.0.0:443\ntls_cert = /c.pem\ntls_key = /k.pem\ntls_ca = /ca.pem\n",
+           &c);
+  assert_string_equal(c.http.tls_cert, "/c.pem");
+  assert_string_equal(c.http.tls_key, "/k.pem");
+  assert_string_equal(c.http.tls_ca, "/ca.pem");
+  hd__config_free(&c);
+  const char *loopback[] = {"127.0.0.1:1", "127.1.2.3:0", "[::1]:8470"};
+  for (size_t i = 0; i < 3; i++) {
+    char text[128];
+    snprintf(text, sizeof text, "[http]\nlisten = %s\n", loopback[i]);
+    parse_ok(text, &c);
+    hd__config_free(&c);
+  }
+  for (const char *v = "yes"; v; v = strcmp(v, "yes") == 0 ? "On" : strcmp(v, "On") == 0 ? "1" : NULL) {
+    char text[128];
+    snprintf(text, sizeof text, "[http]\nlisten = [::]:0\nallow_plaintext_public = %s\n", v);
+    parse_ok(text, &c);
+    assert_int_equal(c.http.allow_plaintext_public, 1);
+    hd__config_free(&c);
+  }
+  assert_config_error("[http]\nlisten = 0.0.0.0:8470\n",
+                      "t.conf:2: [http] listen 0.0.0.0:8470 is not a loopback address and has no "
+                      "TLS: set tls_cert and tls_key, or allow_plaintext_public = yes");
+  assert_config_error("[http]\nallow_plaintext_public = no\nlisten = 10.0.0.1:80\n",
+                      "t.conf:3: [http] listen 10.0.0.1:80 is not a loopback address and has no "
+                      "TLS: set tls_cert and tls_key, or allow_plaintext_public = yes");
+  assert_config_error("[http]\nlisten = localhost:80\n",
+                      "t.conf:2: [http] listen localhost:80 is not a loopback address and has no "
+                      "TLS: set tls_cert and tls_key, or allow_plaintext_public = yes");
+  assert_config_error("[http]\nallow_plaintext_public = maybe\n",
+                      "t.conf:2: bad value 'maybe' for allow_plaintext_public (want yes or no)");
+  assert_config_error("[http]\ntls_cert = /c.pem\n",
+                      "t.conf:2: tls_cert and tls_key go together in [http]");
+  assert_config_error("[http]\ntls_key = /k.pem\n\n",
+                      "t.conf:2: tls_cert and tls_key go together in [http]");
+  assert_config_error("[http]\ntls_ca = /ca.pem\n",
+                      "t.conf:2: tls_ca needs tls_cert and tls_key in [http]");
+  assert_true(hd__config_is_loopback("127.255.0.1"));
+  assert_true(hd__config_is_loopback("::1"));
+  assert_false(hd__config_is_loopback("128.0.0.1"));
+  assert_false(hd__config_is_loopback("::"));
+  assert_false(hd__config_is_loopback("::ffff:127.0.0.1"));
+  assert_false(hd__config_is_loopback("localhost"));
+}
+
 static void test_shipped_conf_parses_to_exactly_the_defaults(void **state) {
   (void)state;
   char path[4096], err[512] = "unset";
@@ -1060,6 +1115,7 @@ int main(void) {
       cmocka_unit_test(test_text_need_not_be_nul_terminated),
       cmocka_unit_test(test_load_unreadable_file_reports_strerror),
       cmocka_unit_test(test_load_file_overrides_defaults),
+      cmocka_unit_test(test_tls_keys_and_the_loopback_rule),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,9 +27,12 @@
 #include <herald/transport.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -71,6 +74,8 @@ typedef struct conn {
   uint32_t since;      /* hello: accepted at; ready+F_SLOW: slow since; closing: closing since */
   uint16_t pending_acks;
   uint8_t state, flags;
+  SSL *ssl;            /* with TLS: between two memory BIOs; c->out holds plaintext not yet
+                        * encrypted, the write BIO the ciphertext the kernel did not take */
 } conn;
 
 typedef struct failrec {
@@ -107,13 +112,16 @@ struct ipc {
   failrec fails[FAIL_SLOTS];
   hd_metric *m_conns, *m_ready, *m_accepted, *m_refused, *m_auth_fail, *m_throttled, *m_sent,
       *m_acks, *m_slow, *m_idle, *m_replaced, *m_queued, *m_proto;
-  uint8_t rbuf[65536]; /* the one read buffer */
+  SSL_CTX *tls;        /* NULL: plain TCP */
+  hd_metric *m_tls_fail;
+  uint8_t rbuf[65536]; /* the one read buffer (ciphertext, then plaintext, with TLS) */
+  uint8_t scratch[16384]; /* ciphertext drained from a write BIO after send() took it */
 };
 
 static const char *const ipc_keys[] = {
     "listen",       "heartbeat",   "idle_timeout", "hello_timeout",   "max_frame",
     "send_buffer",  "slow_grace",  "max_inflight", "auth_fail_delay", "max_connections",
-    "goaway_retry", "redirect",    NULL};
+    "goaway_retry", "redirect",    "allow_plaintext_public", "tls_cert", "tls_key", NULL};
 
 static void conn_close_hard(conn *c);
 static void conn_close_soft(conn *c);
@@ -127,7 +135,13 @@ static inline int conn_fd(const conn *c) {
   uv_fileno((const uv_handle_t *)&c->poll, &fd);
   return fd;
 }
-static inline uint32_t out_pending(const conn *c) { return c->out.len - c->out_off; }
+/* Output not yet taken by the kernel: plaintext in c->out plus, with TLS, the ciphertext
+ * waiting in the write BIO. */
+static inline uint32_t out_pending(const conn *c) {
+  uint32_t n = c->out.len - c->out_off;
+  if (c->ssl) n += (uint32_t)BIO_ctrl_pending(SSL_get_wbio(c->ssl));
+  return n;
+}
 
 static void tick(ipc *t) { t->now_s = (uint32_t)((uv_now(t->loop) - t->t0_ms) / 1000); }
 
@@ -230,6 +244,39 @@ static void flush(conn *c) {
     if (c->flags & F_CLOSED) return;
     uint32_t before = out_pending(c);
     while (out_pending(c)) {
+      if (c->ssl) {
+        /* Encrypt everything queued (a memory BIO takes it all), then send ciphertext. */
+        uint32_t plain = c->out.len - c->out_off;
+        if (plain) {
+          ERR_clear_error();
+          int w = SSL_write(c->ssl, c->out.p + c->out_off, (int)plain);
+          ERR_clear_error();
+          if (w <= 0) {
+            account(t, (int64_t)out_pending(c) - (int64_t)before);
+            conn_close_hard(c);
+            return;
+          }
+          c->out_off += (uint32_t)w;
+        }
+        BIO *wb = SSL_get_wbio(c->ssl);
+        char *p;
+        long m = BIO_get_mem_data(wb, &p);
+        if (m <= 0) break;
+        ssize_t n = send(conn_fd(c), p, (size_t)m, MSG_NOSIGNAL);
+        if (n > 0) {
+          for (ssize_t done = 0; done < n;) {
+            size_t k = (size_t)(n - done) < sizeof t->scratch ? (size_t)(n - done)
+                                                              : sizeof t->scratch;
+            done += BIO_read(wb, t->scratch, (int)k);
+          }
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        account(t, (int64_t)out_pending(c) - (int64_t)before);
+        conn_close_hard(c);
+        return;
+      }
       ssize_t n = send(conn_fd(c), c->out.p + c->out_off, out_pending(c), MSG_NOSIGNAL);
       if (n > 0) {
         c->out_off += (uint32_t)n;
@@ -300,6 +347,8 @@ static void conn_release(conn *c, int rst) {
   account(t, -(int64_t)out_pending(c));
   hdc_buf_free(&c->out);
   c->out_off = 0;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
   hdc_framer_free(&c->in);
   free(c->infl);
   c->infl = NULL;
@@ -649,6 +698,48 @@ static int on_frame(void *ud, const uint8_t *body, size_t len) {
   return c->state != C_READY;
 }
 
+/* Frames from plaintext bytes. */
+static void feed(conn *c, const uint8_t *p, size_t n) {
+  ipc *t = T(c);
+  uint32_t max = c->state == C_HELLO ? HDC_MAX_HELLO : (uint32_t)t->max_frame;
+  int rc = hdc_framer_feed(&c->in, p, n, max, on_frame, c);
+  if (rc < 0 && !(c->flags & F_CLOSED) && c->state != C_CLOSING) {
+    t->h->metric_add(t->m_proto, 1);
+    if (rc == HDC_ETOOBIG) deny(c, "too_big", "frame larger than max_frame", -1);
+    else if (rc == HDC_ENOMEM) conn_close_hard(c);
+    else deny(c, "proto", "malformed frame", -1);
+  }
+  if (c->state == C_CLOSING) hdc_framer_free(&c->in);
+}
+
+/* n bytes of ciphertext are in t->rbuf: into the read BIO, then decrypt (into t->rbuf, free
+ * again once copied) and feed, until OpenSSL wants more. Returns 1 when the connection ended. */
+static int tls_read(conn *c, size_t n) {
+  ipc *t = T(c);
+  if (BIO_write(SSL_get_rbio(c->ssl), t->rbuf, (int)n) != (int)n) {
+    conn_close_hard(c);
+    return 1;
+  }
+  while (!(c->flags & F_CLOSED) && c->state != C_CLOSING) {
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, t->rbuf, (int)sizeof t->rbuf);
+    int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_NONE) {
+      feed(c, t->rbuf, (size_t)r);
+      continue;
+    }
+    if (e == SSL_ERROR_WANT_READ) return 0; /* handshake output goes out with flush() */
+    if (e != SSL_ERROR_ZERO_RETURN && !SSL_is_init_finished(c->ssl)) {
+      t->h->metric_add(t->m_tls_fail, 1);
+      flush(c); /* the alert, best effort */
+    }
+    conn_close_hard(c);
+    return 1;
+  }
+  return 0;
+}
+
 static void do_read(conn *c) {
   ipc *t = T(c);
   for (int i = 0; i < READ_BURST && !(c->flags & F_CLOSED); i++) {
@@ -662,15 +753,11 @@ static void do_read(conn *c) {
     if (c->state == C_CLOSING) continue; /* discard: we are only sending a last frame */
     c->last_rx = t->now_s;
     c->flags &= (uint8_t)~F_PINGED;
-    uint32_t max = c->state == C_HELLO ? HDC_MAX_HELLO : (uint32_t)t->max_frame;
-    int rc = hdc_framer_feed(&c->in, t->rbuf, (size_t)n, max, on_frame, c);
-    if (rc < 0 && !(c->flags & F_CLOSED) && c->state != C_CLOSING) {
-      t->h->metric_add(t->m_proto, 1);
-      if (rc == HDC_ETOOBIG) deny(c, "too_big", "frame larger than max_frame", -1);
-      else if (rc == HDC_ENOMEM) conn_close_hard(c);
-      else deny(c, "proto", "malformed frame", -1);
+    if (c->ssl) {
+      if (tls_read(c, (size_t)n)) return;
+    } else {
+      feed(c, t->rbuf, (size_t)n);
     }
-    if (c->state == C_CLOSING) hdc_framer_free(&c->in);
     if ((size_t)n < sizeof t->rbuf) return; /* drained */
   }
 }
@@ -719,7 +806,10 @@ static void on_accept(uv_poll_t *lp, int status, int events) {
     }
     if (t->nopen >= (uint64_t)t->max_conns) {
       t->h->metric_add(t->m_refused, 1);
-      refuse_now(fd, "busy", "too many connections", t->goaway_retry_s);
+      if (t->tls) /* a deny frame in clear text means nothing to a TLS client */
+        close(fd);
+      else
+        refuse_now(fd, "busy", "too many connections", t->goaway_retry_s);
       continue;
     }
     conn *c = calloc(1, sizeof *c);
@@ -730,7 +820,25 @@ static void on_accept(uv_poll_t *lp, int status, int events) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (t->tls) {
+      BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+      c->ssl = SSL_new(t->tls);
+      if (!c->ssl || !rb || !wb) {
+        SSL_free(c->ssl);
+        BIO_free(rb);
+        BIO_free(wb);
+        ERR_clear_error();
+        conns_remove(t, c);
+        free(c);
+        close(fd);
+        continue;
+      }
+      BIO_set_mem_eof_return(rb, -1); /* empty means "more later", not end of file */
+      SSL_set_bio(c->ssl, rb, wb);
+      SSL_set_accept_state(c->ssl);
+    }
     if (uv_poll_init(t->loop, &c->poll, fd)) {
+      SSL_free(c->ssl);
       conns_remove(t, c);
       free(c);
       close(fd);
@@ -812,6 +920,52 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
   return -1;
 }
 
+/* 1 for 127.0.0.0/8 and ::1. */
+static int is_loopback(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+  if (ss->ss_family == AF_INET6)
+    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+  return 0;
+}
+
+/* yes/no, true/false, on/off, 1/0 -> 1/0; -1 for anything else. */
+static int parse_bool(const char *v) {
+  static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+                                                                                 "off", "0"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(v, yes[i]) == 0) return 1;
+    if (strcasecmp(v, no[i]) == 0) return 0;
+  }
+  return -1;
+}
+
+/* The server context: TLS 1.2 or newer, certificate chain and key from PEM files. Errors are
+ * logged with the path and OpenSSL's reason. */
+static int tls_setup(ipc *t, const char *cert, const char *key) {
+  const char *what = "tls_cert", *path = cert;
+  ERR_clear_error();
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) goto fail;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle connections are most of them */
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) goto fail;
+  what = "tls_key", path = key;
+  if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) goto fail;
+  if (SSL_CTX_check_private_key(ctx) != 1) goto fail;
+  t->tls = ctx;
+  return 0;
+fail:;
+  unsigned long e = ERR_peek_last_error();
+  const char *why = e ? ERR_reason_error_string(e) : NULL;
+  t->h->log(t->self, HD_LOG_ERROR, "bad_config", "key=%s file=%s reason=\"%s\"", what, path,
+            why ? why : "cannot set up TLS");
+  ERR_clear_error();
+  SSL_CTX_free(ctx);
+  return HD_ECONFIG;
+}
+
 static int cfg_int(ipc *t, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out,
                    const char *what) {
   int rc = t->h->config_int(t->self, key, def, out);
@@ -837,6 +991,32 @@ static int ipc_create(const hd_host *h, hd_plugin *self, void **state) {
            "must be IPv4:port or [IPv6]:port");
     rc = HD_ECONFIG;
   }
+  if (!rc) {
+    /* The protocol carries device tokens: in clear text only on loopback, unless the operator
+     * says so (TLS for ipconn is not implemented yet). */
+    int allow = parse_bool(h->config_str(self, "allow_plaintext_public", "no"));
+    const char *cert = h->config_str(self, "tls_cert", NULL), *key = h->config_str(self,
+                                                                                  "tls_key", NULL);
+    if (cert && !*cert) cert = NULL;
+    if (key && !*key) key = NULL;
+    if (allow < 0) {
+      h->log(self, HD_LOG_ERROR, "bad_config", "key=allow_plaintext_public reason=\"%s\"",
+             "must be yes or no");
+      rc = HD_ECONFIG;
+    } else if (!cert != !key) {
+      h->log(self, HD_LOG_ERROR, "bad_config", "key=tls_cert reason=\"%s\"",
+             "tls_cert and tls_key go together");
+      rc = HD_ECONFIG;
+    } else if (cert) {
+      rc = tls_setup(t, cert, key);
+    } else if (!allow && !is_loopback(&ss)) {
+      h->log(self, HD_LOG_ERROR, "bad_config",
+             "key=listen reason=\"%s is not a loopback address and has no TLS: set tls_cert "
+             "and tls_key, or allow_plaintext_public = yes\"",
+             t->listen_addr);
+      rc = HD_ECONFIG;
+    }
+  }
   if (!rc) rc = cfg_int(t, "heartbeat", 30, 1, 3600, &t->heartbeat_s, "1s to 1h");
   if (!rc)
     rc = cfg_int(t, "idle_timeout", 3 * t->heartbeat_s, t->heartbeat_s + 1, 3 * 3600,
@@ -857,9 +1037,13 @@ static int ipc_create(const hd_host *h, hd_plugin *self, void **state) {
   t->redirect = h->config_str(self, "redirect", NULL);
   if (t->redirect && !*t->redirect) t->redirect = NULL;
   if (rc) {
+    SSL_CTX_free(t->tls);
     free(t);
     return rc;
   }
+  t->m_tls_fail = h->metric_new(self, "tls_handshake_failures_total",
+                                "TLS connections closed because the handshake failed",
+                                HD_METRIC_COUNTER);
   t->m_conns = h->metric_new(self, "connections", "Open connections", HD_METRIC_GAUGE);
   t->m_ready = h->metric_new(self, "authenticated", "Authenticated connections",
                              HD_METRIC_GAUGE);
@@ -970,6 +1154,7 @@ static void ipc_destroy(void *state) {
   for (uint32_t i = 0; i < t->nconns; i++) free(t->conns[i]);
   free(t->conns);
   free(t->dtab);
+  SSL_CTX_free(t->tls);
   free(t);
 }
 
