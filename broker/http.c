@@ -181,6 +181,11 @@ struct hd_http_conn {
   hd_http_req *ready;  /* complete, set by on_message_complete for conn_parse to dispatch */
   hd_http_req *active; /* in a handler's hands, not answered yet */
   uint64_t header_bytes;
+  /* Bytes of answers handed to libuv whose write callback has not run yet, written to the
+   * kernel or not: libuv calls back only on the next loop turn, so its own write queue size
+   * misses answers it already wrote, and a client that pipelines hundreds of requests per
+   * read would otherwise have every answer allocated at once. */
+  uint64_t out_bytes;
   int err_status;      /* a parser callback refused the request with this status */
   int last_cb;         /* HDR_*: which header callback ran last, to join fragments */
   int handles;         /* handles still open; the conn is freed at 0 (and no active) */
@@ -246,6 +251,7 @@ typedef struct wreq {
   uv_write_t req;
   hd_http_conn *c;
   int last;
+  size_t charge; /* bytes (with this struct) counted in c->out_bytes until the callback */
   char data[];
 } wreq;
 
@@ -278,6 +284,8 @@ static int tls_flush(hd_http_conn *c, int last) {
     free(w);
     return -1;
   }
+  w->charge = sizeof *w + n;
+  c->out_bytes += w->charge;
   return 0;
 }
 
@@ -286,7 +294,11 @@ static int tls_flush(hd_http_conn *c, int last) {
 static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
   if (!c->ssl) {
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) == 0) return 0;
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) == 0) {
+      w->charge = sizeof *w + len; /* what it really costs, bookkeeping included */
+      c->out_bytes += w->charge;
+      return 0;
+    }
     free(w);
     return -1;
   }
@@ -575,6 +587,7 @@ static void conn_on_write(uv_write_t *req, int status) {
   wreq *w = (wreq *)req;
   hd_http_conn *c = w->c;
   int last = w->last;
+  c->out_bytes -= w->charge;
   free(w);
   if (c->closing) return;
   if (status < 0) {
@@ -1031,7 +1044,7 @@ static void conn_parse(hd_http_conn *c) {
   while (!c->closing && !c->finishing && !c->active && c->off < c->len) {
     /* A client that pipelines without reading our answers would make the write queue grow
      * without bound; wait for it to drain (conn_on_write calls us again). */
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > buffer_bound(s)) break;
+    if (c->out_bytes > buffer_bound(s)) break;
     size_t n = http_parser_execute(&c->parser, &s->settings, c->buf + c->off, c->len - c->off);
     c->off += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
