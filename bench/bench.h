@@ -8,7 +8,10 @@
 #include <stdint.h>
 #include <sys/resource.h>
 
+#include <uv.h>
+
 #include "hist.h"
+#include "zpub.h"
 
 typedef struct opts {
   const char *url_host;
@@ -54,6 +57,22 @@ rlim_t raise_nofile(void);
 void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t seq,
                    uint64_t t, int pad);
 void print_lat(const char *what, const hb_hist *h, int json);
+
+/* The publisher of the delivery scenarios: o->messages broadcasts to o->app over ZeroMQ at
+ * o->rate per second (0: all at once, before hb_paced_start returns), each built by
+ * build_request with its sequence number and send time. key must outlive it. Loop thread. */
+typedef struct hb_paced {
+  const opts *o;
+  const char *key;
+  hb_zpub *z;
+  long next, acked, refused;
+  msgpack_sbuffer sb;
+  uv_timer_t timer;
+} hb_paced;
+int hb_paced_start(hb_paced *p, uv_loop_t *loop, void *zctx, const opts *o, const char *key);
+/* Stop publishing and close the socket; run the loop until the handles close, then free. */
+void hb_paced_close(hb_paced *p);
+void hb_paced_free(hb_paced *p);
 
 int run_ipconn_idle(opts *o);
 int run_ipconn(opts *o);

@@ -474,35 +474,46 @@ static long held_polls(uv_loop_t *loop, const struct sockaddr_in *addr) {
   return s.value;
 }
 
-typedef struct publisher {
-  opts *o;
-  char key[256];
-  hb_zpub *z;
-  long next, acked, refused;
-  uint64_t first_ns, last_ns;
-  msgpack_sbuffer sb;
-  uv_timer_t timer;
-} publisher;
-
-static void on_pub_ack(void *ud, uint64_t corr, int ok, const char *r, size_t len) {
-  publisher *p = ud;
+static void on_paced_ack(void *ud, uint64_t corr, int ok, const char *r, size_t len) {
+  hb_paced *p = ud;
   if (ok) p->acked++;
   else p->refused++;
 }
 
-static void on_pub_tick(uv_timer_t *t) {
-  publisher *p = t->data;
+static void on_paced_tick(uv_timer_t *t) {
+  hb_paced *p = t->data;
   if (p->next >= p->o->messages) {
     uv_timer_stop(t);
     return;
   }
-  uint64_t now = now_ns();
-  if (!p->first_ns) p->first_ns = now;
-  p->last_ns = now;
-  build_request(&p->sb, p->o, p->key, (uint64_t)p->next, now, 60);
+  build_request(&p->sb, p->o, p->key, (uint64_t)p->next, now_ns(), 60);
   hb_zpub_send(p->z, (uint64_t)p->next, p->sb.data, p->sb.size);
   p->next++;
 }
+
+int hb_paced_start(hb_paced *p, uv_loop_t *loop, void *zctx, const opts *o, const char *key) {
+  memset(p, 0, sizeof *p);
+  p->o = o;
+  p->key = key;
+  msgpack_sbuffer_init(&p->sb);
+  uv_timer_init(loop, &p->timer);
+  p->timer.data = p;
+  if (!(p->z = hb_zpub_new(loop, zctx, o->zmq, on_paced_ack, p))) return -1;
+  uint64_t every_ms = o->rate > 0 ? (uint64_t)(1000.0 / o->rate) : 0;
+  if (every_ms == 0)
+    while (p->next < o->messages) on_paced_tick(&p->timer);
+  else
+    uv_timer_start(&p->timer, on_paced_tick, 0, every_ms);
+  return 0;
+}
+
+void hb_paced_close(hb_paced *p) {
+  uv_timer_stop(&p->timer);
+  uv_close((uv_handle_t *)&p->timer, NULL);
+  if (p->z) hb_zpub_close(p->z);
+}
+
+void hb_paced_free(hb_paced *p) { msgpack_sbuffer_destroy(&p->sb); }
 
 static int run_longpoll(opts *o) {
   rlim_t lim = raise_nofile();
@@ -573,19 +584,12 @@ static int run_longpoll(opts *o) {
 
   /* 3. Publish M broadcasts at R per second. */
   void *zctx = zmq_ctx_new();
-  publisher pub = {.o = o};
-  memcpy(pub.key, key, sizeof pub.key);
-  msgpack_sbuffer_init(&pub.sb);
-  pub.z = hb_zpub_new(&loop, zctx, o->zmq, on_pub_ack, &pub);
-  uv_timer_init(&loop, &pub.timer);
-  pub.timer.data = &pub;
-  uint64_t every_ms = o->rate > 0 ? (uint64_t)(1000.0 / o->rate) : 0;
+  hb_paced pub;
   usage u0 = broker_usage(pid);
   uint64_t t0 = now_ns();
-  if (every_ms == 0) {
-    while (pub.next < o->messages) on_pub_tick(&pub.timer);
-  } else {
-    uv_timer_start(&pub.timer, on_pub_tick, 0, every_ms);
+  if (hb_paced_start(&pub, &loop, zctx, o, key)) {
+    fprintf(stderr, "herald-bench: cannot connect %s\n", o->zmq);
+    return 1;
   }
   /* 4. Wait for every device to have every message (or 30 s after the last publish). */
   uint64_t end_by = 0;
@@ -622,9 +626,7 @@ static int run_longpoll(opts *o) {
     if (ths[t].last_delivery_ns > last) last = ths[t].last_delivery_ns;
   }
   if (!o->json && isatty(2)) fprintf(stderr, "\n");
-  uv_timer_stop(&pub.timer);
-  uv_close((uv_handle_t *)&pub.timer, NULL);
-  hb_zpub_close(pub.z);
+  hb_paced_close(&pub);
   uv_run(&loop, UV_RUN_DEFAULT);
   zmq_ctx_term(zctx);
   uv_loop_close(&loop);
@@ -661,7 +663,7 @@ static int run_longpoll(opts *o) {
   for (long i = 0; i < o->devices; i++) free(all[i].seen);
   free(all);
   free(ths);
-  msgpack_sbuffer_destroy(&pub.sb);
+  hb_paced_free(&pub);
   return 0;
 }
 

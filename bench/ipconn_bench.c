@@ -489,31 +489,6 @@ int run_ipconn_idle(opts *o) {
 }
 
 /* ================= ipconn ================= */
-typedef struct publisher {
-  opts *o;
-  const char *key;
-  hb_zpub *z;
-  long next, acked, refused;
-  msgpack_sbuffer sb;
-  uv_timer_t timer;
-} publisher;
-
-static void on_pub_ack(void *ud, uint64_t corr, int ok, const char *r, size_t len) {
-  publisher *p = ud;
-  if (ok) p->acked++;
-  else p->refused++;
-}
-
-static void on_pub_tick(uv_timer_t *t) {
-  publisher *p = t->data;
-  if (p->next >= p->o->messages) {
-    uv_timer_stop(t);
-    return;
-  }
-  build_request(&p->sb, p->o, p->key, (uint64_t)p->next, now_ns(), 60);
-  hb_zpub_send(p->z, (uint64_t)p->next, p->sb.data, p->sb.size);
-  p->next++;
-}
 
 int run_ipconn(opts *o) {
   run r = {0};
@@ -528,18 +503,13 @@ int run_ipconn(opts *o) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   void *zctx = zmq_ctx_new();
-  publisher pub = {.o = o, .key = r.key};
-  msgpack_sbuffer_init(&pub.sb);
-  pub.z = hb_zpub_new(&loop, zctx, o->zmq, on_pub_ack, &pub);
-  uv_timer_init(&loop, &pub.timer);
-  pub.timer.data = &pub;
-  uint64_t every_ms = o->rate > 0 ? (uint64_t)(1000.0 / o->rate) : 0;
+  hb_paced pub;
   usage u0 = broker_usage(r.pid);
   uint64_t t0 = now_ns();
-  if (every_ms == 0)
-    while (pub.next < o->messages) on_pub_tick(&pub.timer);
-  else
-    uv_timer_start(&pub.timer, on_pub_tick, 0, every_ms);
+  if (hb_paced_start(&pub, &loop, zctx, o, r.key)) {
+    fprintf(stderr, "herald-bench: cannot connect %s\n", o->zmq);
+    return 1;
+  }
   uint64_t end_by = 0;
   while (atomic_load(&r.sh.done_devices) < ready) {
     uv_run(&loop, UV_RUN_NOWAIT);
@@ -586,9 +556,7 @@ int run_ipconn(opts *o) {
     confirmed += r.ths[t].acks_confirmed;
     if (r.ths[t].last_delivery_ns > last) last = r.ths[t].last_delivery_ns;
   }
-  uv_timer_stop(&pub.timer);
-  uv_close((uv_handle_t *)&pub.timer, NULL);
-  hb_zpub_close(pub.z);
+  hb_paced_close(&pub);
   uv_run(&loop, UV_RUN_DEFAULT);
   zmq_ctx_term(zctx);
   uv_loop_close(&loop);
@@ -625,7 +593,7 @@ int run_ipconn(opts *o) {
     if (r.pid) printf("  broker CPU %.0f %%  RSS %ld KiB (pid %d)\n", cpu, u1.rss_kb, r.pid);
     printf("  provisioning    %.2f s, connecting %.2f s\n", r.prov_s, r.connect_s);
   }
-  msgpack_sbuffer_destroy(&pub.sb);
+  hb_paced_free(&pub);
   free_run(&r);
   return 0;
 }
