@@ -58,6 +58,16 @@ void build_request(msgpack_sbuffer *sb, const opts *o, const char *key, uint64_t
                    uint64_t t, int pad);
 void print_lat(const char *what, const hb_hist *h, int json);
 
+/* Loss and duplicate accounting of one receiver: mark sequence number s (of m sent) in its
+ * bitmap. Returns 1 the first time, 0 for a duplicate, -1 when s is not one we sent. */
+static inline int hb_seen_mark(uint8_t *seen, long m, int64_t s) {
+  if (s < 0 || s >= m) return -1;
+  uint8_t bit = (uint8_t)(1u << (s % 8));
+  if (seen[s / 8] & bit) return 0;
+  seen[s / 8] |= bit;
+  return 1;
+}
+
 /* The publisher of the delivery scenarios: o->messages broadcasts to o->app over ZeroMQ at
  * o->rate per second (0: all at once, before hb_paced_start returns), each built by
  * build_request with its sequence number and send time. key must outlive it. Loop thread. */

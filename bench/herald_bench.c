@@ -365,12 +365,12 @@ static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t l
     json_t *data = json_object_get(m, "data");
     json_int_t s = json_integer_value(json_object_get(data, "s"));
     json_int_t t = json_integer_value(json_object_get(data, "t"));
-    if (s < 0 || s >= M) continue;
-    if (d->seen[s / 8] & (1u << (s % 8))) {
+    int fresh = hb_seen_mark(d->seen, M, s);
+    if (fresh < 0) continue;
+    if (!fresh) {
       th->dups++;
       continue;
     }
-    d->seen[s / 8] |= (uint8_t)(1u << (s % 8));
     d->received++;
     th->deliveries++;
     th->last_delivery_ns = now;

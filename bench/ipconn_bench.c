@@ -244,12 +244,12 @@ static void on_msg(hdc_conn *c, void *ud, const hdc_frame *f) {
   if (hdc_conn_ack(c, &f->id, 1) == 0) th->acks_sent++;
   if (!th->sh->deliver || payload_seq(f, &s, &t)) return;
   long M = th->sh->o->messages;
-  if ((long)s >= M) return;
-  if (d->seen[s / 8] & (1u << (s % 8))) {
+  int fresh = s > INT64_MAX ? -1 : hb_seen_mark(d->seen, M, (int64_t)s);
+  if (fresh < 0) return;
+  if (!fresh) {
     th->dups++;
     return;
   }
-  d->seen[s / 8] |= (uint8_t)(1u << (s % 8));
   d->received++;
   th->deliveries++;
   th->last_delivery_ns = now;

@@ -105,12 +105,12 @@ typedef struct sthread {
 static void got_seq(sub *d, int64_t s, uint64_t t, uint64_t now) {
   sthread *th = d->th;
   long M = th->sh->o->messages;
-  if (s < 0 || s >= M) return;
-  if (d->seen[s / 8] & (1u << (s % 8))) {
+  int fresh = hb_seen_mark(d->seen, M, s);
+  if (fresh < 0) return;
+  if (!fresh) {
     th->dups++;
     return;
   }
-  d->seen[s / 8] |= (uint8_t)(1u << (s % 8));
   d->received++;
   th->deliveries++;
   th->last_ns = now;
