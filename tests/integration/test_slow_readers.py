@@ -37,6 +37,12 @@ class SlowReaders(H.HeraldTestCase):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         n = min(CLIENTS, hard - 2000, self.d_fd_limit() - 200)
+        if H.SANITIZED:
+            # Under ASan the loop answers the 15 million pipelined requests several times
+            # slower, long enough for a fresh client to sit past the idle timeout before the
+            # loop reaches it; memory is not asserted there, so fewer clients keep the run
+            # about the code paths (which ASan checks) rather than the machine's speed.
+            n = min(n, 2000)
         if n < CLIENTS:
             print("fd limits cap the clients at %d (asked %d)" % (n, CLIENTS))
         d = self.d
