@@ -72,7 +72,7 @@ int hd__store_open(const char *dir, uint64_t map_size, hd_store **out) {
     return HD_EIO;
   }
   if ((rc = mdb_env_create(&s->env))) goto fail;
-  if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 2))) goto fail;
+  if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + HD_STORE_MAX_EXTRA_DBS))) goto fail;
   if ((rc = mdb_env_set_mapsize(s->env, (size_t)map_size))) goto fail;
   /* MDB_NOTLS: the loop thread's read txn is not tied to thread-local slots, so the writer
    * thread and the loop can each hold one without surprises. Durability stays full: every
@@ -117,6 +117,17 @@ void hd__store_close(hd_store *s) {
 }
 
 MDB_env *hd__store_env(hd_store *s) { return s->env; }
+
+int hd__store_dbi(hd_store *s, const char *name, MDB_dbi *out) {
+  MDB_txn *t;
+  int rc = mdb_txn_begin(s->env, NULL, 0, &t);
+  if (rc) return merr(rc);
+  if ((rc = mdb_dbi_open(t, name, MDB_CREATE, out))) {
+    mdb_txn_abort(t);
+    return merr(rc);
+  }
+  return merr(mdb_txn_commit(t));
+}
 
 static uint64_t meta_u64(hd_store *s, MDB_txn *t, const char *name) {
   MDB_val k = MV(name, strlen(name)), v;
@@ -166,6 +177,17 @@ int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num)
   if ((rc = mdb_put(t, s->dbi[DB_TENANTS], &k, &v, 0))) return merr(rc);
   *num = (uint32_t)n;
   return meta_put_u64(s, t, "next_tenant", n);
+}
+
+int hd__store_tenant_find(hd_store *s, MDB_txn *t, const char *name, uint32_t *num) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 511) return HD_ENOTFOUND;
+  MDB_val k = MV(name, n), v;
+  int rc = mdb_get(t, s->dbi[DB_TENANTS], &k, &v);
+  if (rc) return merr(rc);
+  if (v.mv_size != 4) return HD_EIO;
+  *num = rd32(v.mv_data);
+  return 0;
 }
 
 static size_t app_key(unsigned char *k, uint32_t tenant, const char *appid) {
@@ -700,6 +722,81 @@ int hd__store_r_app_name(hd_store *s, MDB_txn *t, uint32_t app_num, uint32_t *te
   memcpy(buf, (const char *)v.mv_data + 4, v.mv_size - 4);
   buf[v.mv_size - 4] = 0;
   return 0;
+}
+
+int hd__store_r_app_num(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid,
+                        uint32_t *app_num) {
+  unsigned char kb[4 + HD_STORE_MAX_ID];
+  size_t n = strlen(appid);
+  if (n == 0 || n > HD_STORE_MAX_ID) return HD_ENOTFOUND;
+  be32(kb, tenant);
+  memcpy(kb + 4, appid, n);
+  MDB_val k = MV(kb, 4 + n), v;
+  int rc = mdb_get(t, s->dbi[DB_APPS], &k, &v);
+  if (rc) return merr(rc);
+  if (v.mv_size != 4) return HD_EIO;
+  *app_num = rd32(v.mv_data);
+  return 0;
+}
+
+int hd__store_r_dev_name(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t *tenant, char *buf,
+                         size_t buflen) {
+  unsigned char kb[8];
+  be64(kb, dev_num);
+  MDB_val k = MV(kb, 8), v;
+  int rc = mdb_get(t, s->dbi[DB_DEV_NAMES], &k, &v);
+  if (rc) return merr(rc);
+  if (v.mv_size < 5 || v.mv_size - 4 >= buflen) return HD_EIO;
+  *tenant = rd32(v.mv_data);
+  memcpy(buf, (const char *)v.mv_data + 4, v.mv_size - 4);
+  buf[v.mv_size - 4] = 0;
+  return 0;
+}
+
+int hd__store_r_app_devs_page(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t after,
+                              uint64_t *devs, size_t max, size_t *n) {
+  MDB_cursor *c;
+  unsigned char kb[12];
+  *n = 0;
+  if (after == UINT64_MAX) return 0;
+  int rc = mdb_cursor_open(t, s->dbi[DB_APP_DEVS], &c);
+  if (rc) return merr(rc);
+  be32(kb, app_num);
+  be64(kb + 4, after + 1);
+  MDB_val k = MV(kb, 12), v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && *n < max;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 12 || rd32(k.mv_data) != app_num) break;
+    devs[(*n)++] = rd64((const unsigned char *)k.mv_data + 4);
+  }
+  mdb_cursor_close(c);
+  return rc && rc != MDB_NOTFOUND ? merr(rc) : 0;
+}
+
+int hd__store_r_is_done(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num,
+                        uint64_t seq) {
+  hd_store_reg regs[HD_STORE_MAX_REGS];
+  size_t n = 0;
+  int rc = regs_list(s, t, dev_num, regs, HD_STORE_MAX_REGS, &n);
+  if (rc) return rc;
+  for (size_t i = 0; i < n; i++)
+    if (regs[i].app_num == app_num && seq <= regs[i].floor) return 1;
+  unsigned char ab[20];
+  ack_key(ab, dev_num, app_num, seq);
+  MDB_val k = MV(ab, 20), v;
+  rc = mdb_get(t, s->dbi[DB_ACKS], &k, &v);
+  if (rc == 0) return 1;
+  return rc == MDB_NOTFOUND ? 0 : merr(rc);
+}
+
+int hd__store_r_msg(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num, uint64_t seq,
+                    hd_store_msg *out) {
+  unsigned char kb[16];
+  MDB_val k, v;
+  MDB_dbi dbi = msg_key(s, app_num, dev_num, seq, kb, &k);
+  int rc = mdb_get(t, dbi, &k, &v);
+  if (rc) return merr(rc);
+  return msg_decode(seq, &v, out);
 }
 
 int hd__store_r_app_devices(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t *count) {

@@ -62,6 +62,13 @@ int hd__store_open(const char *dir, uint64_t map_size, hd_store **out);
 /* Close the environment. No transaction may be open. */
 void hd__store_close(hd_store *s);
 MDB_env *hd__store_env(hd_store *s);
+/* Databases other modules keep in the same environment (release.c, push.c): open (creating)
+ * the named database and return its handle, valid until hd__store_close. Call at start-up,
+ * before the writer thread runs, with no transaction open in this thread. At most
+ * HD_STORE_MAX_EXTRA_DBS names. Their rows are written inside the writer's group commit
+ * through HD_OP_FN ops, and read on the loop thread inside hd__store_rbegin's transaction. */
+#define HD_STORE_MAX_EXTRA_DBS 24
+int hd__store_dbi(hd_store *s, const char *name, MDB_dbi *out);
 int hd__store_stats(hd_store *s, hd_store_stats *out);
 
 /* ---- write side: writer thread (or start-up, before it runs) ---- */
@@ -69,6 +76,9 @@ int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out);
 
 /* Find or create the tenant's number. */
 int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num);
+/* The tenant's number if the store knows the name, else HD_ENOTFOUND. Any transaction: the
+ * writer's, or the loop thread's read transaction. */
+int hd__store_tenant_find(hd_store *s, MDB_txn *t, const char *name, uint32_t *num);
 /* Find the app; create it when `create` is set. HD_ENOTFOUND otherwise. */
 int hd__store_w_app(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid, int create,
                     uint32_t *app_num);
@@ -140,6 +150,24 @@ int hd__store_r_regs(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *re
 /* App number -> app id (NUL-terminated into buf) and tenant number. */
 int hd__store_r_app_name(hd_store *s, MDB_txn *t, uint32_t app_num, uint32_t *tenant, char *buf,
                          size_t buflen);
+/* (tenant, app id) -> app number; HD_ENOTFOUND if the tenant has no such app. */
+int hd__store_r_app_num(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid,
+                        uint32_t *app_num);
+/* Device number -> device id (NUL-terminated into buf) and tenant number. */
+int hd__store_r_dev_name(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t *tenant, char *buf,
+                         size_t buflen);
+/* Up to max device numbers registered to the app with dev_num > after, ascending; *n gets how
+ * many. Page through an app's devices with after = the last one returned. */
+int hd__store_r_app_devs_page(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t after,
+                              uint64_t *devs, size_t max, size_t *n);
+/* 1 if message seq of the app is done for the device (acked, or under its floor), 0 if not,
+ * or a negative HD_E*. */
+int hd__store_r_is_done(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num,
+                        uint64_t seq);
+/* One message by its key (dev_num 0: the app's log). HD_ENOTFOUND once acked away or expired.
+ * *out points into the transaction's memory. */
+int hd__store_r_msg(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num, uint64_t seq,
+                    hd_store_msg *out);
 /* Count of devices registered to the app. */
 int hd__store_r_app_devices(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t *count);
 

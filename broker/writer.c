@@ -46,8 +46,12 @@ static int apply_publish(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
   if (op->u.pub.to) {
     hd_store_device d;
     /* A message to a device that is not registered for the app could never be fetched. */
-    if ((rc = hd__store_w_device(s, t, op->u.pub.tenant_num, op->u.pub.to, &d)) == 0)
-      rc = hd__store_w_is_registered(s, t, d.dev_num, op->u.pub.app_num);
+    if ((rc = hd__store_w_device(s, t, op->u.pub.tenant_num, op->u.pub.to, &d)) == 0 &&
+        op->u.pub.hook) {
+      op->u.pub.dev_num = d.dev_num;
+      if ((rc = op->u.pub.hook(s, t, op, op->u.pub.hook_arg))) return rc;
+    }
+    if (rc == 0) rc = hd__store_w_is_registered(s, t, d.dev_num, op->u.pub.app_num);
     if (rc) {
       op->reason = rc == HD_ENOTFOUND ? "no such device registered for this app" : NULL;
       return rc;
@@ -128,8 +132,7 @@ static int apply_device_gen(hd_store *s, MDB_txn *t, hd_op *op) {
   return rc;
 }
 
-static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
-  op->reason = NULL;
+static int apply_kind(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
   switch (op->kind) {
   case HD_OP_PUBLISH: return apply_publish(s, t, op, now);
   case HD_OP_REGISTER: return apply_register(s, t, op, now);
@@ -141,8 +144,16 @@ static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
                              &op->u.sweep.deleted);
   case HD_OP_TENANT: return apply_tenant(s, t, op);
   case HD_OP_DEVICE_GEN: return apply_device_gen(s, t, op);
+  case HD_OP_FN: return op->u.fn.apply ? op->u.fn.apply(s, t, op, now) : HD_EINVAL;
   }
   return HD_EINVAL;
+}
+
+static int apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
+  op->reason = NULL;
+  int rc = apply_kind(s, t, op, now);
+  if (rc == 0 && op->also) rc = op->also(s, t, op, now);
+  return rc;
 }
 
 /* Apply a batch in one transaction; on a poisoning error replay it op by op in nested

@@ -35,6 +35,7 @@ enum hd_op_kind {
   HD_OP_SWEEP,
   HD_OP_TENANT, /* ensure a tenant (and its declared apps) exist */
   HD_OP_DEVICE_GEN, /* bump a device's token generation: rotate or revoke its tokens */
+  HD_OP_FN,      /* a module's own write: u.fn.apply runs inside the group commit */
 };
 
 enum hd_reg_mode {
@@ -51,6 +52,12 @@ struct hd_op {
   void (*done)(hd_op *op);     /* loop thread, after the commit (or failure) */
   void *ud;
   uint64_t submitted_ns;       /* for the commit latency metric */
+  /* Optional: a further write by another module, run on the writer thread in the same
+   * transaction right after the op itself succeeded (e.g. push.c schedules a message's SMS
+   * escalation in the commit that stores it, so neither exists without the other). Its error
+   * fails the op. */
+  int (*also)(hd_store *s, MDB_txn *t, hd_op *op, int64_t now_ms);
+  void *also_arg;
   union {
     struct {
       uint32_t tenant_num;
@@ -62,6 +69,13 @@ struct hd_op {
       size_t collapse_len;
       const void *data;        /* msgpack */
       size_t data_len;
+      /* Optional, for a direct message (release notices): runs inside the publish's
+       * transaction once the app and device are found (dev_num and app_num are set), before
+       * the registration check and the write. It may write rows of its own (and register the
+       * device). A non-zero return fails the publish with that status; it must then have
+       * written nothing. */
+      int (*hook)(hd_store *s, MDB_txn *t, hd_op *op, void *arg);
+      void *hook_arg;
       /* results */
       uint64_t seq;
       uint64_t replaced;
@@ -96,6 +110,13 @@ struct hd_op {
       size_t napps;
       uint32_t tenant_num;     /* result */
     } tenant;
+    struct {
+      /* Runs on the writer thread inside the batch's transaction (or a nested one when the
+       * batch is replayed): only LMDB calls on t, no loop-thread state. Returns 0 or HD_E*;
+       * it may set op->reason. Results go back through arg, read in done(). */
+      int (*apply)(hd_store *s, MDB_txn *t, hd_op *op, int64_t now_ms);
+      void *arg;
+    } fn;
     struct {
       uint32_t tenant_num;
       const char *device_id;

@@ -1,0 +1,26 @@
+/* bytes.h — big-endian packing for LMDB keys. Every multi-byte number in a key is big-endian so
+ * that LMDB's byte order is the numeric order; store.c and every module that keeps its own
+ * tables (release.c, push.c) use these. Header-only, no state. */
+#ifndef HERALD_BYTES_H
+#define HERALD_BYTES_H
+
+#include <stdint.h>
+
+static inline void hd_be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+static inline void hd_be64(unsigned char *p, uint64_t v) {
+  hd_be32(p, (uint32_t)(v >> 32));
+  hd_be32(p + 4, (uint32_t)v);
+}
+static inline uint32_t hd_rd32(const void *q) {
+  const unsigned char *p = q;
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t hd_rd64(const void *q) {
+  const unsigned char *p = q;
+  return (uint64_t)hd_rd32(p) << 32 | hd_rd32(p + 4);
+}
+
+#endif
