@@ -9,7 +9,9 @@
 #include "herald/error.h"
 #include "http.h"
 #include "log.h"
+#include "events.h"
 #include "plugin_int.h"
+#include "push.h"
 
 /* ---- loop, log, config, metrics ---- */
 static uv_loop_t *h_loop(hd_plugin *p) { return p->b->loop; }
@@ -35,19 +37,15 @@ static const char *h_config_str(hd_plugin *p, const char *key, const char *def) 
   return def;
 }
 
+static int parse_int_value(const char *v, int64_t *out);
+
 static int h_config_int(hd_plugin *p, const char *key, int64_t def, int64_t *out) {
   const char *v = h_config_str(p, key, NULL);
   if (!v) {
     *out = def;
     return 0;
   }
-  size_t n = strlen(v);
-  if (n && strchr("smhd", v[n - 1])) return hd__config_parse_duration(v, out);
-  uint64_t u;
-  int rc = hd__config_parse_size(v, &u);
-  if (rc || u > INT64_MAX) return HD_ECONFIG;
-  *out = (int64_t)u;
-  return 0;
+  return parse_int_value(v, out);
 }
 
 static hd_metric *h_metric_new(hd_plugin *p, const char *name, const char *help, int type) {
@@ -214,6 +212,70 @@ static const char *h_msg_data_json(const hd_msg *cm, size_t *len) {
 static const hd_msg *h_delivery_msg(const hd_delivery *d) { return &d->msg; }
 static unsigned h_delivery_attempt(const hd_delivery *d) { return d->attempt; }
 
+/* ---- per-device push (1.1) ---- */
+static const char *h_delivery_device(const hd_delivery *d) { return d->device[0] ? d->device : NULL; }
+static const char *h_delivery_msisdn(const hd_delivery *d) { return d->msisdn[0] ? d->msisdn : NULL; }
+static const char *h_delivery_tenant(const hd_delivery *d) { return d->tenant[0] ? d->tenant : NULL; }
+
+static int h_receipt(hd_plugin *p, const char *ref, int state, const char *detail) {
+  if (!ref || !*ref || state < HD_RECEIPT_DELIVERED || state > HD_RECEIPT_EXPIRED)
+    return HD_EINVAL;
+  return hd__push_receipt(p->b->push, p->name, ref, state, detail);
+}
+
+static void h_inbound(hd_plugin *p, const char *from, const char *to, const char *text,
+                      size_t len) {
+  hd__events_inbound(p->b->events, p->name, from, to, text, len);
+}
+
+/* ---- [KIND NAME] sections (1.1) ---- */
+static size_t h_section_count(hd_plugin *p, const char *kind) {
+  size_t n = 0;
+  for (size_t i = 0; i < p->b->cfg.nextra; i++)
+    if (strcmp(p->b->cfg.extra[i].kind, kind) == 0) n++;
+  return n;
+}
+
+static const char *h_section_name(hd_plugin *p, const char *kind, size_t idx) {
+  for (size_t i = 0; i < p->b->cfg.nextra; i++)
+    if (strcmp(p->b->cfg.extra[i].kind, kind) == 0 && idx-- == 0) return p->b->cfg.extra[i].name;
+  return NULL;
+}
+
+static const char *h_section_str(hd_plugin *p, const char *kind, const char *name,
+                                 const char *key, const char *def) {
+  const hd_conf_section *x = hd__config_extra(&p->b->cfg, kind, name);
+  for (size_t i = 0; x && i < x->nkv; i++)
+    if (strcmp(x->kv[i].key, key) == 0) return x->kv[i].value;
+  return def;
+}
+
+static int parse_int_value(const char *v, int64_t *out) {
+  size_t n = strlen(v);
+  if (n && strchr("smhd", v[n - 1])) return hd__config_parse_duration(v, out);
+  uint64_t u;
+  int rc = hd__config_parse_size(v, &u);
+  if (rc || u > INT64_MAX) return HD_ECONFIG;
+  *out = (int64_t)u;
+  return 0;
+}
+
+static int h_section_int(hd_plugin *p, const char *kind, const char *name, const char *key,
+                         int64_t def, int64_t *out) {
+  const char *v = h_section_str(p, kind, name, key, NULL);
+  if (!v) {
+    *out = def;
+    return 0;
+  }
+  return parse_int_value(v, out);
+}
+
+static const char *h_config_key_at(hd_plugin *p, size_t i, const char **value) {
+  if (!p->conf || i >= p->conf->nkv) return NULL;
+  if (value) *value = p->conf->kv[i].value;
+  return p->conf->kv[i].key;
+}
+
 /* ---- threads ---- */
 static int h_post(hd_plugin *p, void (*fn)(void *), void *arg) {
   hd_post *q = malloc(sizeof *q);
@@ -276,6 +338,17 @@ static const hd_host host_table = {
     .delivery_attempt = h_delivery_attempt,
     .done = hd__delivery_done,
     .post = h_post,
+    .delivery_device = h_delivery_device,
+    .delivery_msisdn = h_delivery_msisdn,
+    .delivery_tenant = h_delivery_tenant,
+    .done_refs = hd__delivery_done_refs,
+    .receipt = h_receipt,
+    .inbound = h_inbound,
+    .section_count = h_section_count,
+    .section_name = h_section_name,
+    .section_str = h_section_str,
+    .section_int = h_section_int,
+    .config_key_at = h_config_key_at,
 };
 
 const hd_host *hd__host_table(void) { return &host_table; }

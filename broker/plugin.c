@@ -1,6 +1,7 @@
 /* plugin.c — transport loading, lifecycle and push deliveries (see plugin.h). */
 #include "plugin_int.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,7 @@
 #include "herald/error.h"
 #include "log.h"
 
-#define HD_OPS_V1_0_SIZE (offsetof(hd_transport_ops, reserved))
+#define HD_OPS_V1_0_SIZE (offsetof(hd_transport_ops, flags))
 #define RETRY_MAX_MS 60000
 
 static void on_post(uv_async_t *a) {
@@ -64,12 +65,29 @@ static int check_ops(const hd_transport_ops *o, const char *file, const char *wa
   return 0;
 }
 
-static int key_allowed(const hd_transport_ops *o, const char *key) {
-  if (strcmp(key, "apps") == 0) return 1; /* the host's own key */
-  for (const char *const *k = o->config_keys; k && *k; k++)
-    if (strcmp(*k, key) == 0) return 1;
+/* A declared key matches itself; "prefix.*" matches every "prefix.<something>". */
+static int key_in(const char *const *list, const char *key) {
+  for (const char *const *k = list; k && *k; k++) {
+    size_t n = strlen(*k);
+    if (n >= 2 && strcmp(*k + n - 2, ".*") == 0) {
+      if (strncmp(*k, key, n - 1) == 0 && key[n - 1]) return 1;
+    } else if (strcmp(*k, key) == 0) {
+      return 1;
+    }
+  }
   return 0;
 }
+
+static int key_allowed(const hd_transport_ops *o, const char *key) {
+  if (strcmp(key, "apps") == 0) return 1; /* the host's own key */
+  return key_in(o->config_keys, key);
+}
+
+/* 1.1 fields of ops, or zero for a 1.0 transport (its reserved slots were zero). */
+static const char *const *ops_section_kinds(const hd_transport_ops *o) {
+  return o->abi_minor >= 1 ? o->section_kinds : NULL;
+}
+static uint32_t hd__ops_flags(const hd_transport_ops *o) { return o->abi_minor >= 1 ? o->flags : 0; }
 
 static int split_apps(hd_plugin *p, const char *v) {
   if (!v || strcmp(v, "*") == 0) return 0;
@@ -110,25 +128,90 @@ void hd__plugin_dir(const hd_config *cfg, char *buf, size_t len) {
   }
 }
 
-/* Open <dir>/<name>.so and check its exported ops; *dl and *ops on success. */
+/* The ops named `want` in an opened object: its single `herald_transport`, or the entry of
+ * its `herald_transports` array (1.1) with that name. NULL if neither. */
+static const hd_transport_ops *find_ops(void *dl, const char *want) {
+  const hd_transport_ops *o = dlsym(dl, HD_TRANSPORT_SYMBOL);
+  if (o) return o;
+  const hd_transport_ops *const *arr = dlsym(dl, HD_TRANSPORTS_SYMBOL);
+  for (size_t i = 0; arr && arr[i] && i < 64; i++)
+    if (arr[i]->name && strcmp(arr[i]->name, want) == 0) return arr[i];
+  return arr && arr[0] ? arr[0] : NULL; /* check_ops names the mismatch */
+}
+
+/* Another object in dir that provides `want` through its herald_transports array (several
+ * transports in one file, like smpp.so's sms and wappush). 0 and *dl set, or HD_ENOTFOUND. */
+static int find_in_dir(const char *dir, const char *want, void **dl, char *file, size_t filelen) {
+  DIR *d = opendir(dir);
+  if (!d) return HD_ENOTFOUND;
+  struct dirent *e;
+  int rc = HD_ENOTFOUND;
+  while (rc && (e = readdir(d))) {
+    size_t n = strlen(e->d_name);
+    if (n < 4 || strcmp(e->d_name + n - 3, ".so") != 0) continue;
+    snprintf(file, filelen, "%s/%s", dir, e->d_name);
+    void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    if (!h) continue;
+    const hd_transport_ops *const *arr = dlsym(h, HD_TRANSPORTS_SYMBOL);
+    for (size_t i = 0; arr && arr[i] && i < 64 && rc; i++)
+      if (arr[i]->name && strcmp(arr[i]->name, want) == 0) rc = 0;
+    if (rc) dlclose(h);
+    else *dl = h;
+  }
+  closedir(d);
+  return rc;
+}
+
+/* Open <dir>/<name>.so (or the object whose herald_transports provides name) and check the
+ * exported ops; *dl and *ops on success. */
 static int open_checked(const char *dir, const char *name, void **dl, const hd_transport_ops **ops,
                         char *file, size_t filelen, char *err, size_t errlen) {
   snprintf(file, filelen, "%s/%s.so", dir, name);
   *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
   if (!*dl) {
-    snprintf(err, errlen, "%s: cannot load: %s", file, dlerror());
-    return HD_ECONFIG;
+    char first[512];
+    snprintf(first, sizeof first, "%s", dlerror());
+    if (find_in_dir(dir, name, dl, file, filelen) != 0) {
+      snprintf(file, filelen, "%s/%s.so", dir, name);
+      snprintf(err, errlen, "%s: cannot load: %s (and no other object in %s provides '%s')",
+               file, first, dir, name);
+      return HD_ECONFIG;
+    }
   }
-  *ops = dlsym(*dl, HD_TRANSPORT_SYMBOL);
+  *ops = find_ops(*dl, name);
   if (!*ops) {
-    snprintf(err, errlen, "%s: no '%s' symbol: not a Herald transport", file,
-             HD_TRANSPORT_SYMBOL);
+    snprintf(err, errlen, "%s: no '%s' or '%s' symbol: not a Herald transport", file,
+             HD_TRANSPORT_SYMBOL, HD_TRANSPORTS_SYMBOL);
     dlclose(*dl);
     return HD_EABI;
   }
   int rc = check_ops(*ops, file, name, err, errlen);
   if (rc) dlclose(*dl);
   return rc;
+}
+
+/* Every [KIND NAME] extension section must be of a kind one of the transports declares, with
+ * only the keys it declares for it. ops[i] for the n transports being loaded. */
+static int check_extra(const hd_config *cfg, const hd_transport_ops *const *ops, size_t n,
+                       char *err, size_t errlen) {
+  for (size_t i = 0; i < cfg->nextra; i++) {
+    const hd_conf_section *x = &cfg->extra[i];
+    const hd_transport_ops *owner = NULL;
+    for (size_t j = 0; j < n && !owner; j++)
+      if (key_in(ops_section_kinds(ops[j]), x->kind)) owner = ops[j];
+    if (!owner) {
+      snprintf(err, errlen, "%s:%d: unknown section [%s %s] (no loaded transport reads [%s])",
+               cfg->source, x->line, x->kind, x->name, x->kind);
+      return HD_ECONFIG;
+    }
+    for (size_t k = 0; k < x->nkv; k++)
+      if (!key_in(owner->section_keys, x->kv[k].key)) {
+        snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s %s]", cfg->source, x->kv[k].line,
+                 x->kv[k].key, x->kind, x->name);
+        return HD_ECONFIG;
+      }
+  }
+  return 0;
 }
 
 /* Every key of the transport's section must be one it declares (or the host's `apps`). */
@@ -164,14 +247,21 @@ int hd__plugins_check(const hd_config *cfg, char *err, size_t errlen) {
   char dir[4096], file[4200];
   hd__plugin_dir(cfg, dir, sizeof dir);
   int rc = check_sections(cfg, err, errlen);
+  void **dls = calloc(cfg->plugins.nload + 1, sizeof *dls);
+  const hd_transport_ops **ops = calloc(cfg->plugins.nload + 1, sizeof *ops);
+  size_t n = 0;
+  if (!dls || !ops) rc = HD_ENOMEM;
   for (size_t i = 0; rc == 0 && i < cfg->plugins.nload; i++) {
-    void *dl;
-    const hd_transport_ops *o;
-    if ((rc = open_checked(dir, cfg->plugins.load[i], &dl, &o, file, sizeof file, err, errlen)))
+    if ((rc = open_checked(dir, cfg->plugins.load[i], &dls[n], &ops[n], file, sizeof file, err,
+                           errlen)))
       break;
-    rc = check_keys(cfg, o, cfg->plugins.load[i], err, errlen);
-    dlclose(dl);
+    n++;
+    rc = check_keys(cfg, ops[n - 1], cfg->plugins.load[i], err, errlen);
   }
+  if (rc == 0) rc = check_extra(cfg, ops, n, err, errlen);
+  for (size_t i = 0; i < n; i++) dlclose(dls[i]);
+  free(dls);
+  free(ops);
   return rc;
 }
 
@@ -221,6 +311,13 @@ int hd__plugins_load(hd_broker *b, char *err, size_t errlen) {
   int rc = check_sections(&b->cfg, err, errlen);
   for (size_t i = 0; rc == 0 && i < b->cfg.plugins.nload; i++)
     rc = load_one(b, ps, b->cfg.plugins.load[i], err, errlen);
+  if (rc == 0) {
+    const hd_transport_ops **ops = calloc(ps->n + 1, sizeof *ops);
+    if (!ops) return HD_ENOMEM;
+    for (size_t i = 0; i < ps->n; i++) ops[i] = ps->v[i]->ops;
+    rc = check_extra(&b->cfg, ops, ps->n, err, errlen);
+    free(ops);
+  }
   return rc;
 }
 
@@ -275,13 +372,24 @@ static void delivery_event(hd_delivery *d, const char *what, const char *reason)
                       d->msg.has_to ? d->msg.to : NULL, d->attempt, reason);
 }
 
+/* A delivery ended for good (not a retry): tell its owner, then free it. */
+static void delivery_end(hd_delivery *d, const char *what, const char *reason,
+                         const char *const *refs, size_t nrefs) {
+  delivery_event(d, what, reason);
+  if (d->finish) {
+    hd_delivery_finish_cb f = d->finish;
+    d->finish = NULL;
+    f(d->finish_ud, what, reason, refs, nrefs);
+  }
+  delivery_free(d);
+}
+
 static void delivery_schedule_retry(hd_delivery *d, const char *reason) {
   int64_t now = hd__now_ms();
   uint64_t backoff = 1000u << (d->attempt < 7 ? d->attempt - 1 : 6);
   if (backoff > RETRY_MAX_MS) backoff = RETRY_MAX_MS;
   if (d->p->stopped || now + (int64_t)backoff >= d->msg.expires_ms) {
-    delivery_event(d, d->p->stopped ? "abandoned" : "expired", reason);
-    delivery_free(d);
+    delivery_end(d, d->p->stopped ? "abandoned" : "expired", reason, NULL, 0);
     return;
   }
   uv_timer_start(&d->retry, on_retry, backoff, 0);
@@ -290,7 +398,7 @@ static void delivery_schedule_retry(hd_delivery *d, const char *reason) {
 static void delivery_try(hd_delivery *d) {
   hd_plugin *p = d->p;
   if (p->stopped) {
-    delivery_free(d);
+    delivery_end(d, "abandoned", NULL, NULL, 0);
     return;
   }
   d->attempt++;
@@ -301,12 +409,12 @@ static void delivery_try(hd_delivery *d) {
   if (rc == HD_EAGAIN) {
     delivery_schedule_retry(d, "busy");
   } else {
-    delivery_event(d, "failed", hd_strerror(rc));
-    delivery_free(d);
+    delivery_end(d, "failed", hd_strerror(rc), NULL, 0);
   }
 }
 
-void hd__delivery_done(hd_delivery *d, int outcome, const char *reason) {
+void hd__delivery_done_refs(hd_delivery *d, int outcome, const char *reason,
+                            const char *const *refs, size_t nrefs) {
   if (!d || d->magic != HD_DELIVERY_MAGIC || !d->in_transport) {
     hd__log(HD_LOG_ERROR, "delivery_done_misuse", "reason=%s",
             "done() on a delivery that is not in flight (completed twice or stale pointer)");
@@ -316,30 +424,30 @@ void hd__delivery_done(hd_delivery *d, int outcome, const char *reason) {
   switch (outcome) {
   case HD_DELIVERED:
     hd__metric_add(d->p->b->m_deliveries, 1);
-    delivery_event(d, "delivered", NULL);
-    delivery_free(d);
+    delivery_end(d, "delivered", NULL, refs, nrefs);
     break;
   case HD_FAILED_TEMP:
     delivery_schedule_retry(d, reason);
     break;
   default:
-    delivery_event(d, "failed", reason);
-    delivery_free(d);
+    delivery_end(d, "failed", reason, NULL, 0);
   }
 }
 
-void hd__plugins_offer(hd_plugins *ps, const hd_offer *o) {
-  if (!ps) return;
-  for (size_t i = 0; i < ps->n; i++) {
-    hd_plugin *p = ps->v[i];
-    if (!p->ops->deliver || !p->started || p->stopped || !covers(p, o->appid)) continue;
-    hd_delivery *d = calloc(1, sizeof *d);
-    if (!d || !(d->msg.data = malloc(o->data_len ? o->data_len : 1))) {
-      free(d);
-      hd__log(HD_LOG_ERROR, "delivery_dropped", "transport=%s id=%llu reason=no_memory",
-              p->name, (unsigned long long)o->seq);
-      continue;
-    }
+void hd__delivery_done(hd_delivery *d, int outcome, const char *reason) {
+  hd__delivery_done_refs(d, outcome, reason, NULL, 0);
+}
+
+static hd_delivery *delivery_new(hd_plugin *p, const hd_offer *o) {
+  hd_delivery *d = calloc(1, sizeof *d);
+  if (!d || !(d->msg.data = malloc(o->data_len ? o->data_len : 1))) {
+    free(d);
+    hd__log(HD_LOG_ERROR, "delivery_dropped", "transport=%s id=%llu reason=no_memory",
+            p->name, (unsigned long long)o->seq);
+    return NULL;
+  }
+  hd_plugins *ps = p->set;
+  {
     d->magic = HD_DELIVERY_MAGIC;
     d->p = p;
     d->msg.seq = o->seq;
@@ -358,9 +466,55 @@ void hd__plugins_offer(hd_plugins *ps, const hd_offer *o) {
     if (d->next) d->next->prev = d;
     p->deliveries = d;
     ps->inflight++;
-    delivery_try(d);
+  }
+  return d;
+}
+
+void hd__plugins_offer(hd_plugins *ps, const hd_offer *o) {
+  if (!ps) return;
+  for (size_t i = 0; i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    /* Per-device transports are driven by the push policy (push.c), not by every commit. */
+    if (!p->ops->deliver || !p->started || p->stopped || !covers(p, o->appid) ||
+        (hd__ops_flags(p->ops) & HD_TRANSPORT_PER_DEVICE))
+      continue;
+    hd_delivery *d = delivery_new(p, o);
+    if (d) delivery_try(d);
   }
 }
+
+int hd__plugin_deliver_device(hd_plugin *p, const hd_offer *o, const hd_device_target *dt,
+                              hd_delivery_finish_cb finish, void *ud) {
+  if (!p->ops->deliver || !p->started || p->stopped) return HD_ECLOSED;
+  hd_delivery *d = delivery_new(p, o);
+  if (!d) return HD_ENOMEM;
+  d->finish = finish;
+  d->finish_ud = ud;
+  snprintf(d->device, sizeof d->device, "%s", dt->device);
+  snprintf(d->msisdn, sizeof d->msisdn, "%s", dt->msisdn ? dt->msisdn : "");
+  snprintf(d->tenant, sizeof d->tenant, "%s", dt->tenant ? dt->tenant : "");
+  d->msg.has_to = 1; /* events and msg_to() name the device this copy is for */
+  snprintf(d->msg.to, sizeof d->msg.to, "%s", dt->device);
+  delivery_try(d);
+  return 0;
+}
+
+void hd__plugins_device_revoked(hd_plugins *ps, const char *tenant, const char *device) {
+  for (size_t i = 0; ps && i < ps->n; i++) {
+    hd_plugin *p = ps->v[i];
+    if (p->started && !p->stopped && p->ops->abi_minor >= 1 && p->ops->device_revoked)
+      p->ops->device_revoked(p->state, tenant, device);
+  }
+}
+
+hd_plugin *hd__plugins_find(hd_plugins *ps, const char *name) {
+  for (size_t i = 0; ps && i < ps->n; i++)
+    if (strcmp(ps->v[i]->name, name) == 0) return ps->v[i];
+  return NULL;
+}
+
+uint32_t hd__plugin_flags(const hd_plugin *p) { return hd__ops_flags(p->ops); }
+const char *hd__plugin_name(const hd_plugin *p) { return p->name; }
 
 size_t hd__plugins_inflight(const hd_plugins *ps) { return ps ? ps->inflight : 0; }
 
@@ -380,7 +534,7 @@ void hd__plugins_stop(hd_plugins *ps) {
       n = d->next;
       if (!d->in_transport) {
         uv_timer_stop(&d->retry);
-        delivery_free(d);
+        delivery_end(d, "abandoned", "broker stopping", NULL, 0);
       }
     }
     if (p->started) p->ops->stop(p->state);

@@ -9,8 +9,9 @@
  * Push: after each commit the broker calls hd__plugins_offer(); every push transport whose
  * `apps` covers the app gets an hd_delivery. TEMP failures are retried with exponential
  * backoff (1 s doubling to 60 s) until the message expires; PERM failures and expiry end it.
- * Retry state is in memory: deliveries in flight when heraldd stops are not resumed after a
- * restart (pull transports are unaffected: their state is the store).
+ * Retry state is in memory: per-message deliveries in flight when heraldd stops are not resumed
+ * after a restart (pull transports are unaffected: their state is the store). Per-device
+ * deliveries (SMS, WAP Push) are driven by push.c, whose queue is durable.
  *
  * Ownership: hd_plugins owns every plugin, delivery and dl handle. Loop thread only, except
  * the host's post().
@@ -33,6 +34,29 @@ typedef struct hd_offer {
   const void *data;
   size_t data_len;
 } hd_offer;
+
+/* How a per-device delivery ended, for push.c: what is "delivered", "failed" (permanently),
+ * "expired" or "abandoned" (the broker is stopping; it resumes after a restart). refs are the
+ * carrier's ids from done_refs() (nrefs 0 otherwise). Runs once, on the loop thread. */
+typedef void (*hd_delivery_finish_cb)(void *ud, const char *what, const char *reason,
+                                      const char *const *refs, size_t nrefs);
+typedef struct hd_device_target {
+  const char *device;      /* device id */
+  const char *msisdn;      /* normalized digits */
+  const char *tenant;      /* tenant name */
+} hd_device_target;
+/* Hand one message to one per-device transport for one device. The broker retries TEMP
+ * failures with backoff until the message expires; finish(ud, ...) runs when it ends. Returns
+ * 0, or HD_ENOMEM / HD_ECLOSED (then finish does not run). */
+int hd__plugin_deliver_device(hd_plugin *p, const hd_offer *o, const hd_device_target *dt,
+                              hd_delivery_finish_cb finish, void *ud);
+/* Tell every transport (1.1, device_revoked) that the device's tokens no longer hold. */
+void hd__plugins_device_revoked(hd_plugins *ps, const char *tenant, const char *device);
+/* The loaded transport called name, or NULL. */
+hd_plugin *hd__plugins_find(hd_plugins *ps, const char *name);
+/* ops.flags of a loaded transport (0 for an ABI 1.0 one). */
+uint32_t hd__plugin_flags(const hd_plugin *p);
+const char *hd__plugin_name(const hd_plugin *p);
 
 /* The directory transports load from: [plugins] dir, else <directory of heraldd>/transports. */
 void hd__plugin_dir(const hd_config *cfg, char *buf, size_t len);

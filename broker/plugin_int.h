@@ -66,6 +66,12 @@ struct hd_delivery {
   unsigned attempt;
   int in_transport;        /* accepted by deliver(), done() not yet called */
   uv_timer_t retry;
+  /* Per-device deliveries (push.c): NULL finish for a per-message one. */
+  hd_delivery_finish_cb finish;
+  void *finish_ud;
+  char device[HD_STORE_MAX_ID + 1];
+  char msisdn[24];
+  char tenant[72];
 };
 
 struct hd_plugins {
@@ -76,6 +82,9 @@ struct hd_plugins {
 };
 
 void hd__msg_clear(hd_msg *m);
+/* done_refs() from the host table. */
+void hd__delivery_done_refs(hd_delivery *d, int outcome, const char *reason,
+                            const char *const *refs, size_t nrefs);
 /* Finish a delivery (called by host done()). */
 void hd__delivery_done(hd_delivery *d, int outcome, const char *reason);
 

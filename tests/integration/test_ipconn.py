@@ -71,6 +71,33 @@ class IpconnProtocol(HeraldTestCase):
         self.assertEqual(m["herald_ipconn_acks_total"], 4)
         self.assertEqual(m["herald_ipconn_authenticated"], 1)
 
+    def test_revoked_token_ends_the_connection_and_held_polls_at_once(self):
+        import threading
+        from herald_harness import curl
+        d, port = self.start(heartbeat=30)
+        c, token, _ = self.connect(d, port, "phone-r")
+        held = {}
+
+        def hold():  # a long-poll of the same device, held when the token is revoked
+            held["r"] = curl("GET", d.u("/v1/devices/phone-r/messages?wait=60"), token=token,
+                             timeout=90)
+        th = threading.Thread(target=hold)
+        th.start()
+        from herald_harness import wait_for
+        wait_for(lambda: d.metric("herald_longpoll_held") == 1, 10, what="poll held")
+        r = curl("DELETE", d.u("/v1/devices/phone-r/token"), token=d.key)
+        self.assertEqual(r.status, 204, r)
+        g = c.recv_type("goaway")
+        self.assertEqual(g["code"], "revoked")
+        self.assertTrue(c.closed_by_peer())
+        th.join(20)
+        self.assertFalse(th.is_alive())
+        self.assertEqual(held["r"].status, 401, held["r"])
+        # and the old token no longer opens a connection
+        c2 = RawClient(port)
+        self.addCleanup(c2.close)
+        self.assertEqual(c2.hello("phone-r", token)["t"], "deny")
+
     def test_direct_message_reaches_only_its_device(self):
         d, port = self.start()
         a, _, _ = self.connect(d, port, "dev-a")

@@ -1158,6 +1158,22 @@ static void ipc_destroy(void *state) {
   free(t);
 }
 
+/* The device's tokens were revoked or rotated: its connection authenticated with the old one,
+ * so it goes now (goaway "revoked"), not at its next hello. */
+static void ipc_device_revoked(void *state, const char *tenant, const char *device) {
+  ipc *t = state;
+  if (!t->dtab) return;
+  uint32_t slot = dev_hash(tenant, device) & t->dmask;
+  for (conn *c = t->dtab[slot], *nx; c; c = nx) {
+    nx = c->hnext;
+    if (strcmp(t->h->device_id(c->dev), device) == 0 &&
+        strcmp(t->h->device_tenant(c->dev), tenant) == 0) {
+      t->h->log(t->self, HD_LOG_INFO, "ipconn_revoked", "tenant=%s device=%s", tenant, device);
+      goaway(c, "revoked", "the device's token was revoked or rotated", -1, NULL);
+    }
+  }
+}
+
 HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
     .abi_major = HD_TRANSPORT_ABI_MAJOR,
     .abi_minor = HD_TRANSPORT_ABI_MINOR,
@@ -1171,4 +1187,5 @@ HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
     .cancel = NULL,
     .stop = ipc_stop,
     .destroy = ipc_destroy,
+    .device_revoked = ipc_device_revoked,
 };

@@ -376,6 +376,20 @@ static void lp_stop(void *state) {
   }
 }
 
+/* A revoked (or rotated) token must not keep a poll it authenticated: answer 401 now. A linear
+ * walk: revocations are rare next to polls, and the list is there already. */
+static void lp_device_revoked(void *state, const char *tenant, const char *device) {
+  lp *t = state;
+  for (poll_req *p = t->held, *nx; p; p = nx) {
+    nx = p->next;
+    if (strcmp(t->h->device_id(p->dev), device) == 0 &&
+        strcmp(t->h->device_tenant(p->dev), tenant) == 0) {
+      t->h->http_reply_error(p->req, HD_EAUTH, "the device's token was revoked or rotated");
+      poll_end(p);
+    }
+  }
+}
+
 static void lp_destroy(void *state) { free(state); }
 
 HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
@@ -391,4 +405,5 @@ HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
     .cancel = NULL,
     .stop = lp_stop,
     .destroy = lp_destroy,
+    .device_revoked = lp_device_revoked,
 };

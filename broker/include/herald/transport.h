@@ -12,11 +12,36 @@
  * It then calls create() once with the host table (hd_host) and a handle (hd_plugin) that the
  * plugin passes back on every host call.
  *
+ * Since 1.1 a shared object may instead export
+ *
+ *     const hd_transport_ops *const herald_transports[] = { &a_ops, &b_ops, NULL };
+ *
+ * to provide several transports that share state (the SMS and WAP Push transports share their
+ * SMSC links this way). Each is loaded, configured and named on its own ([plugins] load lists
+ * the transport names; the file is found by any of its names or by the file name).
+ *
+ * PER-DEVICE PUSH (1.1). A transport with HD_TRANSPORT_PER_DEVICE in ops.flags is not handed
+ * every message. The broker's push policy (docs/ARCHITECTURE.md, "push policy") decides, per
+ * tenant or app, which per-device transports to try and after how long a message not yet acked
+ * by the device escalates to the next one; it then hands the transport one delivery per device
+ * that has an MSISDN (delivery_msisdn()). A delivery the carrier accepted ends with done() or,
+ * when the carrier will confirm later, done_refs() naming the carrier's ids; receipt() then
+ * records the handset's delivery state. Escalation stops at the first transport that reports
+ * HD_DELIVERED for that device and message.
+ *
  * ABI changelog (append only; a change of layout bumps the major):
  *   2026-11-21  1.0  first version: push (deliver/done) and pull (fetch/watch/ack) transports,
  *                    HTTP routes on the broker's listener. The ack callback's status is the
  *                    number of ids that took effect (>= 0) or a negative HD_E*: test for
  *                    `status < 0`, not `status != 0`.
+ *   2026-11-22  1.1  per-device push transports (SMS, WAP Push): ops.flags with
+ *                    HD_TRANSPORT_PER_DEVICE, delivery_device/msisdn/tenant, done_refs() and
+ *                    receipt() for carrier delivery receipts, inbound() for mobile-originated
+ *                    messages, plugin-declared config sections ([smsc NAME]) with
+ *                    section_* getters, prefix keys ("template.*") with config_key_at(),
+ *                    several transports in one shared object (`herald_transports`), and
+ *                    ops.device_revoked, so connections of a device whose tokens were
+ *                    revoked or rotated are closed at once.
  *
  * THE CONTRACT
  *   MUST  1. Every callback runs on the broker's loop thread, and every host function except
@@ -63,9 +88,11 @@ extern "C" {
 #endif
 
 #define HD_TRANSPORT_ABI_MAJOR 1
-#define HD_TRANSPORT_ABI_MINOR 0
+#define HD_TRANSPORT_ABI_MINOR 1
 /* Name of the data symbol every transport exports. */
 #define HD_TRANSPORT_SYMBOL "herald_transport"
+/* Or, since 1.1, a NULL-terminated array of transports in one shared object. */
+#define HD_TRANSPORTS_SYMBOL "herald_transports"
 /* Put this in front of the exported symbol so it survives -fvisibility=hidden. */
 #define HD_TRANSPORT_EXPORT __attribute__((visibility("default")))
 
@@ -86,6 +113,16 @@ enum hd_outcome {
 };
 
 enum hd_metric_type { HD_METRIC_COUNTER = 0, HD_METRIC_GAUGE = 1 };
+
+/* ops.flags (1.1) */
+#define HD_TRANSPORT_PER_DEVICE 0x1u /* one delivery per device with an MSISDN, by push policy */
+
+/* receipt() states (1.1) */
+enum hd_receipt_state {
+  HD_RECEIPT_DELIVERED = 0,  /* the handset has it */
+  HD_RECEIPT_FAILED = 1,     /* the carrier gave up (undeliverable, rejected, deleted) */
+  HD_RECEIPT_EXPIRED = 2,    /* its validity ran out in the carrier's store */
+};
 typedef struct hd_metric hd_metric;
 
 /* Called when a watched device may have new messages; the watch is spent afterwards. */
@@ -178,7 +215,40 @@ typedef struct hd_host {
   /* The only thread-safe call: run fn(arg) on the loop thread soon. Returns 0 or HD_ECLOSED. */
   int (*post)(hd_plugin *p, void (*fn)(void *arg), void *arg);
 
-  void *reserved[16];
+  /* --- added in 1.1 (present when abi_minor >= 1) --- */
+  /* Per-device deliveries: the device id, its MSISDN (digits only, international form,
+   * e.g. "4915112345678") and its tenant. NULL for a per-message delivery. Owned by d. */
+  const char *(*delivery_device)(const hd_delivery *d);
+  const char *(*delivery_msisdn)(const hd_delivery *d);
+  const char *(*delivery_tenant)(const hd_delivery *d);
+  /* done() for a carrier that confirms later: with HD_DELIVERED, refs[0..nrefs) name what the
+   * carrier accepted (one per SMS part, e.g. "smsc1:0a1b2c"); the message counts as reached
+   * the handset once a DELIVERED receipt came for every ref, as failed once one FAILED or
+   * EXPIRED. refs are copied. Otherwise exactly like done(). */
+  void (*done_refs)(hd_delivery *d, int outcome, const char *reason,
+                    const char *const *refs, size_t nrefs);
+  /* A carrier's delivery receipt for a ref given to done_refs(); detail is free text for the
+   * event ("stat=DELIVRD err=000"). A receipt may come before the done_refs() that names its
+   * ref (an SMSC may send it before the submit_sm_resp): the broker holds it for a minute.
+   * Returns 0 (recorded or held) or HD_EINVAL. Normalize carrier ids first (the broker
+   * compares refs as strings). */
+  int (*receipt)(hd_plugin *p, const char *ref, int state, const char *detail);
+  /* A mobile-originated message (from/to: MSISDNs or short codes; data: the text as UTF-8).
+   * The broker emits it as an "inbound" event on the ZeroMQ events socket. */
+  void (*inbound)(hd_plugin *p, const char *from, const char *to, const char *text,
+                  size_t len);
+  /* [KIND NAME] sections of a kind this transport declared in ops.section_kinds. */
+  size_t (*section_count)(hd_plugin *p, const char *kind);
+  const char *(*section_name)(hd_plugin *p, const char *kind, size_t i);
+  const char *(*section_str)(hd_plugin *p, const char *kind, const char *name, const char *key,
+                             const char *def);
+  int (*section_int)(hd_plugin *p, const char *kind, const char *name, const char *key,
+                     int64_t def, int64_t *out);
+  /* The i-th key of this transport's [transport NAME] section and its value (*value), for
+   * walking prefix keys declared as "prefix.*" in config_keys. NULL past the end. */
+  const char *(*config_key_at)(hd_plugin *p, size_t i, const char **value);
+
+  void *reserved[5];
 } hd_host;
 
 /* What a transport exports as `herald_transport`. */
@@ -206,7 +276,19 @@ typedef struct hd_transport_ops {
   /* Free everything; called once, after stop() and after the loop has drained. */
   void (*destroy)(void *state);
 
-  void *reserved[8];
+  /* --- added in 1.1 --- */
+  uint32_t flags;                        /* HD_TRANSPORT_PER_DEVICE */
+  /* Section kinds this transport reads with section_*() (e.g. {"smsc", NULL}) and the keys
+   * allowed in them; [KIND NAME] sections of a kind no loaded transport declared, or with a
+   * key not listed, are a config error naming the file and line. NULL: none. */
+  const char *const *section_kinds;
+  const char *const *section_keys;
+  /* The device's tokens were revoked or rotated (committed): end whatever this transport holds
+   * on behalf of that device (held polls, persistent connections) now; the device must
+   * authenticate again with a current token. May be NULL. */
+  void (*device_revoked)(void *state, const char *tenant, const char *device);
+
+  void *reserved[4];
 } hd_transport_ops;
 
 #ifdef __cplusplus
