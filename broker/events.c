@@ -15,13 +15,20 @@ struct hd_events {
   void *sock;
   uint64_t sent;
   msgpack_sbuffer sb;
+  /* XPUB tells us about subscriptions: with none, events are not even built. */
+  int64_t nsubs;
+  uv_timer_t subs_timer;
+  int timer_live;
 };
 
 int hd__events_open(void *zctx, const char *endpoint, hd_events **out, char *err,
                     size_t errlen) {
   hd_events *e = calloc(1, sizeof *e);
   if (!e) return HD_ENOMEM;
-  e->sock = zmq_socket(zctx, ZMQ_PUB);
+  /* XPUB rather than PUB: it hands us each topic's first subscription and its last
+   * unsubscription (also when the subscriber goes away), so with nobody listening the broker
+   * does not pack and send an event per publish (a few percent of a publish's cost). */
+  e->sock = zmq_socket(zctx, ZMQ_XPUB);
   int zero = 0;
   if (!e->sock) goto fail;
   zmq_setsockopt(e->sock, ZMQ_LINGER, &zero, sizeof zero);
@@ -38,6 +45,39 @@ fail:
   free(e);
   return HD_EIO;
 }
+
+/* Read the subscription changes XPUB queued: first byte 1 = subscribe, 0 = unsubscribe. */
+static void read_subscriptions(hd_events *e) {
+  char buf[256];
+  for (int i = 0; i < 10000; i++) {
+    int n = zmq_recv(e->sock, buf, sizeof buf, ZMQ_DONTWAIT);
+    if (n < 1) break;
+    if (buf[0] == 1) e->nsubs++;
+    else if (buf[0] == 0 && e->nsubs > 0) e->nsubs--;
+  }
+}
+
+static void on_subs_timer(uv_timer_t *t) { read_subscriptions(t->data); }
+
+int hd__events_watch(hd_events *e, uv_loop_t *loop) {
+  if (!e) return 0;
+  int rc = uv_timer_init(loop, &e->subs_timer);
+  if (rc) return hd_err_from_uv(rc);
+  e->subs_timer.data = e;
+  e->timer_live = 1;
+  read_subscriptions(e);
+  uv_timer_start(&e->subs_timer, on_subs_timer, 50, 50);
+  return 0;
+}
+
+void hd__events_stop(hd_events *e) {
+  if (!e || !e->timer_live) return;
+  e->timer_live = 0;
+  uv_timer_stop(&e->subs_timer);
+  uv_close((uv_handle_t *)&e->subs_timer, NULL);
+}
+
+int hd__events_listened(const hd_events *e) { return e && e->nsubs > 0; }
 
 void hd__events_close(hd_events *e) {
   if (!e) return;
@@ -99,7 +139,7 @@ static void send_event(hd_events *e, const char *tenant, const char *kind) {
 
 void hd__events_published(hd_events *e, const char *tenant, const char *app, uint64_t id,
                           const char *to, uint64_t replaced) {
-  if (!e) return;
+  if (!e || !e->nsubs) return;
   msgpack_packer pk = begin(e, "published", 5);
   pk_kv_str(&pk, "tenant", tenant);
   pk_kv_str(&pk, "app", app);
@@ -148,4 +188,76 @@ void hd__events_delivery(hd_events *e, const char *transport, const char *result
   pk_kv_u64(&pk, "attempt", attempt);
   pk_kv_str(&pk, "reason", reason);
   send_event(e, NULL, "delivery");
+}
+
+void hd__events_inbound(hd_events *e, const char *transport, const char *from, const char *to,
+                        const char *text, size_t len) {
+  if (!e) return;
+  msgpack_packer pk = begin(e, "inbound", 4);
+  pk_kv_str(&pk, "transport", transport);
+  pk_kv_str(&pk, "from", from);
+  pk_kv_str(&pk, "to", to);
+  msgpack_pack_str(&pk, 4);
+  msgpack_pack_str_body(&pk, "text", 4);
+  msgpack_pack_str(&pk, len);
+  msgpack_pack_str_body(&pk, text ? text : "", len);
+  send_event(e, NULL, "inbound");
+}
+
+void hd__events_receipt(hd_events *e, const char *transport, const char *tenant, uint64_t id,
+                        const char *app, const char *device, const char *state,
+                        const char *detail) {
+  if (!e) return;
+  msgpack_packer pk = begin(e, "receipt", 7);
+  pk_kv_str(&pk, "transport", transport);
+  pk_kv_str(&pk, "tenant", tenant);
+  pk_kv_id(&pk, "id", id);
+  pk_kv_str(&pk, "app", app);
+  pk_kv_str(&pk, "to", device);
+  pk_kv_str(&pk, "state", state);
+  pk_kv_str(&pk, "detail", detail);
+  send_event(e, tenant, "receipt");
+}
+
+void hd__events_download(hd_events *e, const char *tenant, const char *device, const char *app,
+                         const char *version, uint64_t bytes, int complete) {
+  if (!e) return;
+  msgpack_packer pk = begin(e, "download", 6);
+  pk_kv_str(&pk, "tenant", tenant);
+  pk_kv_str(&pk, "device", device);
+  pk_kv_str(&pk, "app", app);
+  pk_kv_str(&pk, "version", version);
+  pk_kv_u64(&pk, "bytes", bytes);
+  pk_str(&pk, "complete");
+  if (complete) msgpack_pack_true(&pk);
+  else msgpack_pack_false(&pk);
+  send_event(e, tenant, "download");
+}
+
+void hd__events_install(hd_events *e, const char *tenant, const char *device, const char *app,
+                        const char *version, const char *result, const char *reason,
+                        const char *action) {
+  if (!e) return;
+  msgpack_packer pk = begin(e, "install", 7);
+  pk_kv_str(&pk, "tenant", tenant);
+  pk_kv_str(&pk, "device", device);
+  pk_kv_str(&pk, "app", app);
+  pk_kv_str(&pk, "version", version);
+  pk_kv_str(&pk, "result", result);
+  pk_kv_str(&pk, "reason", reason);
+  pk_kv_str(&pk, "action", action);
+  send_event(e, tenant, "install");
+}
+
+void hd__events_release(hd_events *e, const char *tenant, const char *app, const char *version,
+                        double rollout, const char *state) {
+  if (!e) return;
+  msgpack_packer pk = begin(e, "release", 5);
+  pk_kv_str(&pk, "tenant", tenant);
+  pk_kv_str(&pk, "app", app);
+  pk_kv_str(&pk, "version", version);
+  pk_str(&pk, "rollout");
+  msgpack_pack_double(&pk, rollout);
+  pk_kv_str(&pk, "state", state);
+  send_event(e, tenant, "release");
 }

@@ -11,11 +11,22 @@
 #include "codec.h"
 #include "herald/error.h"
 #include "log.h"
+#include "pubcap.h"
 
 #define MAX_ENVELOPE 16         /* frames before the body; more is not a real client */
 #define MAX_INFLIGHT 65536      /* requests waiting for their commit */
 
-typedef struct zreq {
+typedef struct zreq zreq;
+
+/* One message of a batch in flight: where its outcome goes. */
+typedef struct zitem {
+  zreq *r;
+  uint64_t id;
+  int status;
+  const char *reason;           /* static text */
+} zitem;
+
+struct zreq {
   struct zreq *next;
   hd_zmq_ingress *z;
   size_t nenv;
@@ -24,7 +35,9 @@ typedef struct zreq {
   char *reply;
   size_t reply_len;
   hd_zmq_request q;
-} zreq;
+  zitem *items;                 /* a batch: one per message; NULL otherwise */
+  size_t pending;               /* batch messages not yet committed or refused */
+};
 
 struct hd_zmq_ingress {
   hd_broker *b;
@@ -34,6 +47,7 @@ struct hd_zmq_ingress {
   size_t max_frame;
   size_t inflight;
   zreq *outq, *outq_tail;
+  int draining, redrain;        /* drain() is running; a nested call asked for another round */
   int stopping;
   int closed;
   char endpoint[256];
@@ -42,6 +56,12 @@ struct hd_zmq_ingress {
 static void drain(hd_zmq_ingress *z);
 
 void hd__zmq_request_clear(hd_zmq_request *r) {
+  for (size_t i = 0; i < r->nitems; i++) {
+    free(r->items[i].to);
+    free(r->items[i].collapse);
+    free(r->items[i].data);
+  }
+  free(r->items);
   free(r->tenant);
   free(r->key);
   free(r->app);
@@ -52,6 +72,7 @@ void hd__zmq_request_clear(hd_zmq_request *r) {
 }
 
 static void zreq_free(zreq *r) {
+  free(r->items);
   free(r->env);
   free(r->reply);
   hd__zmq_request_clear(&r->q);
@@ -62,6 +83,54 @@ static void pk_str(msgpack_packer *pk, const char *s) {
   size_t n = strlen(s);
   msgpack_pack_str(pk, n);
   msgpack_pack_str_body(pk, s, n);
+}
+
+/* Ids go out as decimal strings (a u64 does not fit every client's number type). Not
+ * snprintf: a batch reply writes a thousand of them. */
+static void pk_id(msgpack_packer *pk, uint64_t id) {
+  char buf[24], *p = buf + sizeof buf;
+  do {
+    *--p = (char)('0' + id % 10);
+    id /= 10;
+  } while (id);
+  size_t n = (size_t)(buf + sizeof buf - p);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, p, n);
+}
+
+static void enqueue(zreq *r, msgpack_sbuffer *sb);
+
+/* The one reply of a batch: ids in order (nil where refused), and the refusals. */
+static void reply_batch(zreq *r) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  size_t n = r->q.nitems, nerr = 0;
+  for (size_t i = 0; i < n; i++) nerr += r->items[i].status != 0;
+  msgpack_pack_map(&pk, nerr ? 2 : 1);
+  pk_str(&pk, "ids");
+  msgpack_pack_array(&pk, n);
+  for (size_t i = 0; i < n; i++) {
+    if (r->items[i].status) msgpack_pack_nil(&pk);
+    else pk_id(&pk, r->items[i].id);
+  }
+  if (nerr) {
+    pk_str(&pk, "errors");
+    msgpack_pack_array(&pk, nerr);
+    for (size_t i = 0; i < n; i++) {
+      zitem *it = &r->items[i];
+      if (!it->status) continue;
+      msgpack_pack_map(&pk, 3);
+      pk_str(&pk, "index");
+      msgpack_pack_uint64(&pk, i);
+      pk_str(&pk, "error");
+      pk_str(&pk, hd_err_code(it->status));
+      pk_str(&pk, "message");
+      pk_str(&pk, it->reason ? it->reason : hd_strerror(it->status));
+    }
+  }
+  enqueue(r, &sb);
 }
 
 /* Queue the reply and push the socket along. */
@@ -83,8 +152,12 @@ static void reply(zreq *r, int status, uint64_t id, const char *reason) {
     pk_str(&pk, "message");
     pk_str(&pk, reason ? reason : hd_strerror(status));
   }
-  r->reply = sb.data; /* the sbuffer's malloc'd block becomes ours */
-  r->reply_len = sb.size;
+  enqueue(r, &sb);
+}
+
+static void enqueue(zreq *r, msgpack_sbuffer *sb) {
+  r->reply = sb->data; /* the sbuffer's malloc'd block becomes ours */
+  r->reply_len = sb->size;
   hd_zmq_ingress *z = r->z;
   if (z->closed) {
     zreq_free(r);
@@ -103,10 +176,75 @@ static void on_published(void *ud, int status, uint64_t id, const char *reason) 
   reply(r, status, id, reason);
 }
 
+static void on_item_published(void *ud, int status, uint64_t id, const char *reason) {
+  zitem *it = ud;
+  zreq *r = it->r;
+  r->z->inflight--;
+  it->status = status;
+  it->id = id;
+  it->reason = reason;
+  if (--r->pending == 0) reply_batch(r);
+}
+
 static char *obj_str(const msgpack_object *o) {
   if (o->type != MSGPACK_OBJECT_STR) return NULL;
   if (memchr(o->via.str.ptr, 0, o->via.str.size)) return NULL;
   return strndup(o->via.str.ptr, o->via.str.size);
+}
+
+/* One element of "batch": a map of to, data, ttl, collapse. 0, or HD_E* with *why. */
+static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why) {
+  if (m->type != MSGPACK_OBJECT_MAP) {
+    *why = "each batch element must be a msgpack map";
+    return HD_EINVAL;
+  }
+  for (uint32_t i = 0; i < m->via.map.size; i++) {
+    const msgpack_object *k = &m->via.map.ptr[i].key;
+    const msgpack_object *v = &m->via.map.ptr[i].val;
+    if (k->type != MSGPACK_OBJECT_STR) {
+      *why = "map keys must be strings";
+      return HD_EINVAL;
+    }
+#define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
+    char **dst = NULL;
+    if (KEY_IS("to")) dst = &it->to;
+    else if (KEY_IS("collapse")) dst = &it->collapse;
+    else if (KEY_IS("ttl")) {
+      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
+          v->via.u64 <= INT64_MAX) {
+        it->ttl = (int64_t)v->via.u64;
+      } else if (v->type != MSGPACK_OBJECT_NIL) {
+        *why = "ttl must be a positive integer (seconds)";
+        return HD_EINVAL;
+      }
+      continue;
+    } else if (KEY_IS("data")) {
+      msgpack_sbuffer sb;
+      msgpack_packer pk;
+      msgpack_sbuffer_init(&sb);
+      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+      if (msgpack_pack_object(&pk, *v) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        *why = "out of memory";
+        return HD_ENOMEM;
+      }
+      free(it->data);
+      it->data = sb.data;
+      it->data_len = sb.size;
+      continue;
+    } else {
+      *why = "unknown field in a batch element (allowed: to, data, ttl, collapse)";
+      return HD_EINVAL;
+    }
+#undef KEY_IS
+    if (v->type == MSGPACK_OBJECT_NIL) continue;
+    free(*dst);
+    if (!(*dst = obj_str(v))) {
+      *why = "to and collapse must be strings";
+      return HD_EINVAL;
+    }
+  }
+  return 0;
 }
 
 int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why) {
@@ -129,6 +267,7 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
     *why = "body must be a msgpack map";
     goto out;
   }
+  int single = 0; /* a field of one message was given: exclusive with batch */
   for (uint32_t i = 0; i < up.data.via.map.size; i++) {
     const msgpack_object *k = &up.data.via.map.ptr[i].key;
     const msgpack_object *v = &up.data.via.map.ptr[i].val;
@@ -141,9 +280,11 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
     if (KEY_IS("tenant")) dst = &r->tenant;
     else if (KEY_IS("key")) dst = &r->key;
     else if (KEY_IS("app")) dst = &r->app;
-    else if (KEY_IS("to")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->to;
-    else if (KEY_IS("collapse")) dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->collapse;
+    else if (KEY_IS("to")) single = 1, dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->to;
+    else if (KEY_IS("collapse"))
+      single = 1, dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->collapse;
     else if (KEY_IS("ttl")) {
+      single = 1;
       if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
           v->via.u64 <= INT64_MAX) {
         r->ttl = (int64_t)v->via.u64;
@@ -166,9 +307,27 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
       free(r->data);
       r->data = sb.data;
       r->data_len = sb.size;
+      single = 1;
+      continue;
+    } else if (KEY_IS("batch")) {
+      if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 ||
+          v->via.array.size > HD_ZMQ_MAX_BATCH || r->items) {
+        *why = "batch must be an array of 1 to 1000 maps";
+        goto out;
+      }
+      r->items = calloc(v->via.array.size, sizeof *r->items);
+      if (!r->items) {
+        rc = HD_ENOMEM;
+        *why = "out of memory";
+        goto out;
+      }
+      r->nitems = v->via.array.size;
+      for (uint32_t j = 0; j < v->via.array.size; j++)
+        if ((rc = parse_item(&v->via.array.ptr[j], &r->items[j], why))) goto out;
+      rc = HD_EINVAL;
       continue;
     } else {
-      *why = "unknown field (allowed: tenant, key, app, to, data, ttl, collapse)";
+      *why = "unknown field (allowed: tenant, key, app, to, data, ttl, collapse, batch)";
       goto out;
     }
 #undef KEY_IS
@@ -186,6 +345,10 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
   }
   if (!r->app) {
     *why = "missing app";
+    goto out;
+  }
+  if (single && r->items) {
+    *why = "batch and a single message's to, data, ttl, collapse are exclusive";
     goto out;
   }
   rc = 0;
@@ -218,6 +381,44 @@ static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t 
     return;
   }
   static const unsigned char nil = 0xc0;
+  if (q->nitems) {
+    r->items = calloc(q->nitems, sizeof *r->items);
+    if (!r->items) {
+      reply(r, HD_ENOMEM, 0, NULL);
+      return;
+    }
+    /* pending counts down to the reply; hold one extra until every publish was handed over,
+     * so a batch whose messages all fail validation at once still replies exactly once. */
+    r->pending = q->nitems + 1;
+    for (size_t i = 0; i < q->nitems; i++) {
+      hd_zmq_item *it = &q->items[i];
+      r->items[i].r = r;
+      if (!hd__pubcap_admit(z->b, t, HD_INGRESS_ZMQ, NULL)) {
+        r->items[i].status = HD_ERATE;
+        r->items[i].reason = "tenant is over its max_publish_rate";
+        r->pending--;
+        continue;
+      }
+      hd_pubreq ipr = {
+          .tenant = t,
+          .appid = q->app,
+          .to = it->to,
+          .data = it->data ? (const void *)it->data : &nil,
+          .data_len = it->data ? it->data_len : 1,
+          .ttl_s = it->ttl,
+          .collapse = it->collapse,
+          .ingress = HD_INGRESS_ZMQ,
+      };
+      z->inflight++;
+      hd__broker_publish(z->b, &ipr, on_item_published, &r->items[i]);
+    }
+    if (--r->pending == 0) reply_batch(r);
+    return;
+  }
+  if (!hd__pubcap_admit(z->b, t, HD_INGRESS_ZMQ, NULL)) {
+    reply(r, HD_ERATE, 0, "tenant is over its max_publish_rate");
+    return;
+  }
   hd_pubreq pr = {
       .tenant = t,
       .appid = q->app,
@@ -319,23 +520,46 @@ drop:
 
 static void on_retry(uv_timer_t *t) { drain(t->data); }
 
+/* Most requests taken per drain before the loop gets a turn (the rest continue from a 0 ms
+ * timer, since the edge-triggered fd will not tell again). */
+#define DRAIN_BUDGET 4096
+
 static void drain(hd_zmq_ingress *z) {
   if (z->closed) return;
-  for (;;) {
+  /* A reply queued from inside a drain (a request refused at once) must not recurse: the
+   * running drain goes round once more instead. */
+  if (z->draining) {
+    z->redrain = 1;
+    return;
+  }
+  z->draining = 1;
+  size_t taken = 0;
+  do {
+    z->redrain = 0;
+    int blocked = 0;
+    while (z->outq && !blocked) {
+      if (!send_one(z)) {
+        blocked = 1;
+        if (!uv_is_active((uv_handle_t *)&z->retry))
+          uv_timer_start(&z->retry, on_retry, 5, 0); /* a peer's pipe is full: try again soon */
+      }
+    }
+    /* Receive until none is waiting: one ZMQ_EVENTS check per round, not per request (each
+     * costs libzmq a poll of its mailbox). */
+    while (!z->stopping && z->inflight < MAX_INFLIGHT && taken < DRAIN_BUDGET && recv_one(z))
+      taken++;
+    if (taken >= DRAIN_BUDGET) {
+      if (!uv_is_active((uv_handle_t *)&z->retry)) uv_timer_start(&z->retry, on_retry, 0, 0);
+      break;
+    }
+    /* The fd is edge-triggered: only return once libzmq says nothing we can act on is left. */
     int ev = 0;
     size_t sz = sizeof ev;
-    if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &ev, &sz) != 0) return;
-    int progressed = 0;
-    if (z->outq && (ev & ZMQ_POLLOUT)) {
-      if (send_one(z)) progressed = 1;
-      else if (!uv_is_active((uv_handle_t *)&z->retry))
-        uv_timer_start(&z->retry, on_retry, 5, 0); /* a peer's pipe is full: try again soon */
-    }
-    if ((ev & ZMQ_POLLIN) && !z->stopping && z->inflight < MAX_INFLIGHT) {
-      if (recv_one(z)) progressed = 1;
-    }
-    if (!progressed) return;
-  }
+    if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &ev, &sz) != 0) break;
+    if ((ev & ZMQ_POLLIN) && !z->stopping && z->inflight < MAX_INFLIGHT) z->redrain = 1;
+    if ((ev & ZMQ_POLLOUT) && z->outq && !blocked) z->redrain = 1;
+  } while (z->redrain);
+  z->draining = 0;
 }
 
 static void on_poll(uv_poll_t *p, int status, int events) { drain(p->data); }

@@ -5,7 +5,14 @@
  *   data (any msgpack value, optional: nil), ttl (positive int seconds, optional),
  *   collapse (str, optional).
  * Reply, sent only after the message is committed to disk: the request's envelope frames, then
- * a msgpack map {"id": "<id>"} or {"error": "<code>", "message": "<text>"}. REQ clients (whose
+ * a msgpack map {"id": "<id>"} or {"error": "<code>", "message": "<text>"}.
+ *
+ * Batches: instead of to/data/ttl/collapse a request may carry "batch": an array of 1 to
+ * HD_ZMQ_MAX_BATCH maps with those four keys, all for the request's tenant and app. Each is
+ * published on its own (its own id, its own validation, the rate cap counts each) and the one
+ * reply comes once every one of them is committed or refused: {"ids": [id or nil, ...]} in the
+ * batch's order, plus "errors": [{"index", "error", "message"}, ...] when any was refused. A
+ * publisher then pays the ZeroMQ round trip once per batch instead of once per message. REQ clients (whose
  * envelope ends in an empty delimiter) and DEALER clients both work, and any number of
  * requests may be in flight per connection; replies may come back in another order than the
  * requests when they fail validation early, so DEALER clients should match by id or keep one
@@ -29,12 +36,24 @@
 
 typedef struct hd_zmq_ingress hd_zmq_ingress;
 
+#define HD_ZMQ_MAX_BATCH 1000
+
+/* One message of a batch. Pointers owned by the request. */
+typedef struct hd_zmq_item {
+  char *to, *collapse;                      /* NUL-terminated; NULL when absent */
+  char *data;                               /* msgpack of "data"; NULL when absent */
+  size_t data_len;
+  int64_t ttl;                              /* 0 when absent */
+} hd_zmq_item;
+
 /* One parsed publish request. Every pointer is owned by it (hd__zmq_request_clear frees). */
 typedef struct hd_zmq_request {
   char *tenant, *key, *app, *to, *collapse; /* NUL-terminated; NULL when absent */
   char *data;                               /* msgpack of the "data" value; NULL when absent */
   size_t data_len;
   int64_t ttl;                              /* 0 when absent */
+  hd_zmq_item *items;                       /* "batch": nitems >= 1; NULL for one message */
+  size_t nitems;
 } hd_zmq_request;
 
 /* Parse one request frame (bytes from the network). Returns 0, or an HD_E* code with a reason

@@ -100,6 +100,49 @@ class PublishPoll(H.HeraldTestCase):
             self.assertEqual(m["data"], p)
             self.assertEqual(type(m["data"]), type(p))
 
+    def test_zmq_batch_publish(self):
+        d = self.d
+        app = uniq("app")
+        dev, tok = self.register(app)
+        other, otok = self.register(app)
+        batch = [{"data": {"n": 0}},
+                 {"data": {"n": 1}, "to": dev, "ttl": 60},
+                 {"data": {"n": 2}, "to": "nobody-here"},     # refused: not registered
+                 {"data": {"n": 3}, "collapse": "c", "to": None}]
+        rep = H.zmq_req(d.zmq_ingress, {"key": d.key, "app": app, "batch": batch})
+        self.assertEqual(set(rep), {"ids", "errors"}, rep)
+        ids = rep["ids"]
+        self.assertEqual(len(ids), 4)
+        self.assertIsNone(ids[2])
+        self.assertEqual([e["index"] for e in rep["errors"]], [2])
+        self.assertEqual(rep["errors"][0]["error"], "not_found")
+        self.assertTrue(all(isinstance(i, str) for i in ids[:2] + ids[3:]))
+        self.assertEqual(ids, sorted(ids[:2] + ids[3:], key=int)[:2] + [None] +
+                         sorted(ids[:2] + ids[3:], key=int)[2:])  # batch order = id order
+        got = d.poll(dev, tok)["messages"]
+        self.assertEqual([(m["id"], m["data"]) for m in got],
+                         [(ids[0], {"n": 0}), (ids[1], {"n": 1}), (ids[3], {"n": 3})])
+        got = d.poll(other, otok)["messages"]
+        self.assertEqual([m["id"] for m in got], [ids[0], ids[3]])  # not the direct one
+        # All accepted: just the ids.
+        rep = H.zmq_req(d.zmq_ingress, {"key": d.key, "app": app,
+                                         "batch": [{"data": i} for i in range(1000)]})
+        self.assertEqual(set(rep), {"ids"})
+        self.assertEqual(len(rep["ids"]), 1000)
+        self.assertEqual(len(set(rep["ids"])), 1000)
+        # Malformed batches are refused whole, with a reason.
+        for bad in [{"batch": []}, {"batch": [{"data": 1}] * 1001}, {"batch": "x"},
+                    {"batch": [1]}, {"batch": [{"data": 1, "tll": 5}]},
+                    {"batch": [{"data": 1}], "data": 2}, {"batch": [{"to": 5}]}]:
+            body = {"key": d.key, "app": app}
+            body.update(bad)
+            rep = H.zmq_req(d.zmq_ingress, body)
+            self.assertEqual(rep.get("error"), "bad_request", (bad, rep))
+            self.assertIsInstance(rep["message"], str)
+        # A wrong key refuses the whole batch at once.
+        rep = H.zmq_req(d.zmq_ingress, {"key": "x" * 40, "app": app, "batch": [{"data": 1}]})
+        self.assertEqual(rep["error"], "unauthorized")
+
     def test_zmq_binary_payload_shows_as_null(self):
         # Documented in longpoll.c: a payload JSON cannot show is sent as null.
         d = self.d
