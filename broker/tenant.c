@@ -74,8 +74,7 @@ static int mkdirs(const char *path) {
   return 0;
 }
 
-/* Read a small secret file; HD_ENOTFOUND if absent. */
-static int read_secret(const char *path, char *buf, size_t buflen, size_t *len) {
+int hd__secret_read(const char *path, char *buf, size_t buflen, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return errno == ENOENT ? HD_ENOTFOUND : HD_EIO;
   size_t n = fread(buf, 1, buflen - 1, f);
@@ -88,9 +87,7 @@ static int read_secret(const char *path, char *buf, size_t buflen, size_t *len) 
   return 0;
 }
 
-/* Write a secret with mode 0600 from the start (never readable by others, not even briefly),
- * fsync'd, then renamed into place so a crash leaves either nothing or the whole file. */
-static int write_secret(const char *path, const void *data, size_t len) {
+int hd__secret_write(const char *path, const void *data, size_t len) {
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -108,30 +105,106 @@ static int write_secret(const char *path, const void *data, size_t len) {
 static char **copy_list(char **src, size_t n) {
   char **v = calloc(n ? n : 1, sizeof *v);
   if (!v) return NULL;
-  for (size_t i = 0; i < n; i++) v[i] = strdup(src[i]);
+  for (size_t i = 0; i < n; i++)
+    if (!(v[i] = strdup(src[i]))) {
+      while (i) free(v[--i]);
+      free(v);
+      return NULL;
+    }
   return v;
 }
 
-static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir,
-                    hd_store *store, char *err, size_t errlen) {
+static void free_list(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) free(v[i]);
+  free(v);
+}
+
+void hd__tenant_free(hd_tenant *t) {
+  if (!t) return;
+  free(t->name);
+  free_list(t->apps, t->napps);
+  free_list(t->self_register, t->nself);
+  free_list(t->origins, t->norigins);
+  hd__ratelimit_free(t->self_limit);
+  hd__ratelimit_free(t->pub_limit);
+  OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
+  OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
+  OPENSSL_cleanse(t->previous_key, sizeof t->previous_key);
+  free(t);
+}
+
+hd_tenant *hd__tenant_new(const hd_tenant_conf *tc) {
+  hd_tenant *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->name = strdup(tc->name);
+  t->any_app = tc->napps == 1 && strcmp(tc->apps[0], "*") == 0;
+  t->napps = tc->napps;
+  t->apps = copy_list(tc->apps, tc->napps);
+  t->self_any = tc->nself_register == 1 && strcmp(tc->self_register[0], "*") == 0;
+  t->nself = tc->nself_register;
+  t->self_register = copy_list(tc->self_register, tc->nself_register);
+  t->origins_any = tc->nallowed_origins == 1 && strcmp(tc->allowed_origins[0], "*") == 0;
+  t->norigins = tc->nallowed_origins;
+  t->origins = copy_list(tc->allowed_origins, tc->nallowed_origins);
+  t->token_ttl_s = tc->device_token_ttl_s;
+  int bad = !t->name || !t->apps || !t->self_register || !t->origins;
+  if (tc->self_register_per_min > 0 &&
+      !(t->self_limit = hd__ratelimit_new((double)tc->self_register_per_min,
+                                          (double)tc->self_register_per_min, 4096)))
+    bad = 1;
+  if (tc->max_publish_rate > 0) {
+    /* One bucket for the whole tenant: HTTP and ZeroMQ publishes draw from the same budget. */
+    t->max_publish_rate = tc->max_publish_rate;
+    t->publish_burst = tc->publish_burst > 0 ? tc->publish_burst : tc->max_publish_rate;
+    if (!(t->pub_limit = hd__ratelimit_new((double)t->max_publish_rate * 60.0,
+                                           (double)t->publish_burst, 1)))
+      bad = 1;
+  }
+  if (bad) {
+    hd__tenant_free(t);
+    return NULL;
+  }
+  return t;
+}
+
+int hd__tenants_add(hd_tenants *ts, hd_tenant *t) {
+  if (ts->n == ts->cap) {
+    size_t cap = ts->cap ? ts->cap * 2 : 8;
+    hd_tenant **v = realloc(ts->v, cap * sizeof *v);
+    if (!v) return HD_ENOMEM;
+    ts->v = v;
+    ts->cap = cap;
+  }
+  ts->v[ts->n++] = t;
+  return 0;
+}
+
+/* previous.key of a runtime tenant: "<key>\n<until Unix ms>\n". */
+static int read_previous(const char *dir, hd_tenant *t) {
+  char path[4200], buf[400];
+  size_t len;
+  snprintf(path, sizeof path, "%s/previous.key", dir);
+  int rc = hd__secret_read(path, buf, sizeof buf, &len);
+  if (rc == HD_ENOTFOUND) return 0;
+  if (rc) return rc;
+  char *nl = strchr(buf, '\n');
+  if (!nl) return HD_EIO;
+  *nl = 0;
+  char *end;
+  long long until = strtoll(nl + 1, &end, 10);
+  size_t kl = (size_t)(nl - buf);
+  if (end == nl + 1 || kl >= sizeof t->previous_key) return HD_EIO;
+  memcpy(t->previous_key, buf, kl + 1);
+  t->previous_until_ms = until;
+  OPENSSL_cleanse(buf, sizeof buf);
+  return 0;
+}
+
+int hd__tenant_keys_load(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir,
+                         int runtime, char *err, size_t errlen) {
   char dir[4096], path[4200], buf[512];
   size_t len;
   int rc;
-  t->name = strdup(tc->name);
-  t->any_app = tc->napps == 1 && strcmp(tc->apps[0], "*") == 0;
-  t->apps = copy_list(tc->apps, tc->napps);
-  t->napps = tc->napps;
-  t->self_any = tc->nself_register == 1 && strcmp(tc->self_register[0], "*") == 0;
-  t->self_register = copy_list(tc->self_register, tc->nself_register);
-  t->nself = tc->nself_register;
-  t->origins_any = tc->nallowed_origins == 1 && strcmp(tc->allowed_origins[0], "*") == 0;
-  t->origins = copy_list(tc->allowed_origins, tc->nallowed_origins);
-  t->norigins = tc->nallowed_origins;
-  if (tc->self_register_per_min > 0)
-    t->self_limit = hd__ratelimit_new((double)tc->self_register_per_min,
-                                      (double)tc->self_register_per_min, 4096);
-  if (!t->name || !t->apps || !t->self_register || !t->origins) return HD_ENOMEM;
-
   snprintf(dir, sizeof dir, "%s/tenants/%s", data_dir, tc->name);
   if ((rc = mkdirs(dir))) {
     snprintf(err, errlen, "tenant %s: cannot create %s", tc->name, dir);
@@ -141,11 +214,11 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
   snprintf(path, sizeof path, "%s/publish.key", dir);
   if (tc->publish_key) {
     snprintf(t->publish_key, sizeof t->publish_key, "%s", tc->publish_key);
-  } else if ((rc = read_secret(path, buf, sizeof t->publish_key, &len)) == 0 && len >= 32) {
+  } else if ((rc = hd__secret_read(path, buf, sizeof t->publish_key, &len)) == 0 && len >= 32) {
     memcpy(t->publish_key, buf, len + 1);
   } else {
     if ((rc = hd__random_id(t->publish_key, sizeof t->publish_key, 32))) return rc;
-    if ((rc = write_secret(path, t->publish_key, strlen(t->publish_key)))) {
+    if ((rc = hd__secret_write(path, t->publish_key, strlen(t->publish_key)))) {
       snprintf(err, errlen, "tenant %s: cannot write %s", tc->name, path);
       return rc;
     }
@@ -154,7 +227,12 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
             t->publish_key, path);
   }
   /* A key being rotated out: accepted alongside the current one until the overlap ends. */
-  if (tc->previous_publish_key) {
+  if (runtime) {
+    if ((rc = read_previous(dir, t))) {
+      snprintf(err, errlen, "tenant %s: cannot read %s/previous.key", tc->name, dir);
+      return rc;
+    }
+  } else if (tc->previous_publish_key) {
     int64_t until;
     if (hd__config_parse_time(tc->previous_key_until, &until) != 0 ||
         until > INT64_MAX / 1000) {
@@ -164,10 +242,9 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
     snprintf(t->previous_key, sizeof t->previous_key, "%s", tc->previous_publish_key);
     t->previous_until_ms = until * 1000;
   }
-  t->token_ttl_s = tc->device_token_ttl_s;
   /* Device-token secret: never configured, never shown. */
   snprintf(path, sizeof path, "%s/device.secret", dir);
-  rc = read_secret(path, buf, sizeof buf, &len);
+  rc = hd__secret_read(path, buf, sizeof buf, &len);
   if (rc == 0 && len == 64) {
     for (size_t i = 0; i < 32; i++) {
       unsigned v;
@@ -177,11 +254,64 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
   } else {
     if (RAND_bytes(t->device_secret, 32) != 1) return HD_EIO;
     for (size_t i = 0; i < 32; i++) snprintf(buf + 2 * i, 3, "%02x", t->device_secret[i]);
-    if ((rc = write_secret(path, buf, 64))) {
+    if ((rc = hd__secret_write(path, buf, 64))) {
       snprintf(err, errlen, "tenant %s: cannot write %s", tc->name, path);
       return rc;
     }
   }
+  OPENSSL_cleanse(buf, sizeof buf);
+  return 0;
+}
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return HD_EIO;
+  int rc = fsync(fd) == 0 ? 0 : HD_EIO;
+  close(fd);
+  return rc;
+}
+
+int hd__tenant_files_write(const char *data_dir, const char *name, const char *publish_key,
+                           const unsigned char *secret, const char *previous_key,
+                           int64_t previous_until_ms) {
+  char dir[4096], path[4200], buf[400];
+  int rc;
+  if (snprintf(dir, sizeof dir, "%s/tenants/%s", data_dir, name) >= (int)sizeof dir)
+    return HD_EINVAL;
+  if ((rc = mkdirs(dir))) return rc;
+  snprintf(path, sizeof path, "%s/previous.key", dir);
+  if (previous_key) {
+    int n = snprintf(buf, sizeof buf, "%s\n%lld\n", previous_key, (long long)previous_until_ms);
+    if (n < 0 || n >= (int)sizeof buf) return HD_EINVAL;
+    rc = hd__secret_write(path, buf, (size_t)n);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (rc) return rc;
+  } else if (unlink(path) != 0 && errno != ENOENT) {
+    return HD_EIO;
+  }
+  if (secret) {
+    for (size_t i = 0; i < 32; i++) snprintf(buf + 2 * i, 3, "%02x", secret[i]);
+    snprintf(path, sizeof path, "%s/device.secret", dir);
+    rc = hd__secret_write(path, buf, 64);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (rc) return rc;
+  }
+  snprintf(path, sizeof path, "%s/publish.key", dir);
+  if ((rc = hd__secret_write(path, publish_key, strlen(publish_key)))) return rc;
+  /* The renames are durable only once the directory is. */
+  return fsync_dir(dir);
+}
+
+static int load_one(hd_tenants *ts, const hd_tenant_conf *tc, const char *data_dir,
+                    hd_store *store, char *err, size_t errlen) {
+  int rc;
+  hd_tenant *t = hd__tenant_new(tc);
+  if (!t) return HD_ENOMEM;
+  if ((rc = hd__tenants_add(ts, t))) {
+    hd__tenant_free(t);
+    return rc;
+  }
+  if ((rc = hd__tenant_keys_load(t, tc, data_dir, 0, err, errlen))) return rc;
   hd_op op = {.kind = HD_OP_TENANT};
   op.u.tenant.name = tc->name;
   op.u.tenant.apps = (const char *const *)tc->apps;
@@ -196,12 +326,9 @@ static int load_one(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir
 
 int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char *err,
                      size_t errlen) {
-  ts->v = calloc(cfg->ntenants, sizeof *ts->v);
-  ts->n = 0;
-  if (!ts->v) return HD_ENOMEM;
+  memset(ts, 0, sizeof *ts);
   for (size_t i = 0; i < cfg->ntenants; i++) {
-    int rc = load_one(&ts->v[i], &cfg->tenants[i], cfg->data_dir, store, err, errlen);
-    ts->n++;
+    int rc = load_one(ts, &cfg->tenants[i], cfg->data_dir, store, err, errlen);
     if (rc) {
       if (!*err) snprintf(err, errlen, "tenant %s: %s", cfg->tenants[i].name, hd_strerror(rc));
       return rc;
@@ -211,28 +338,14 @@ int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char
 }
 
 void hd__tenants_free(hd_tenants *ts) {
-  for (size_t i = 0; i < ts->n; i++) {
-    hd_tenant *t = &ts->v[i];
-    free(t->name);
-    for (size_t j = 0; t->apps && j < t->napps; j++) free(t->apps[j]);
-    free(t->apps);
-    for (size_t j = 0; t->self_register && j < t->nself; j++) free(t->self_register[j]);
-    free(t->self_register);
-    for (size_t j = 0; t->origins && j < t->norigins; j++) free(t->origins[j]);
-    free(t->origins);
-    hd__ratelimit_free(t->self_limit);
-    OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
-    OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
-    OPENSSL_cleanse(t->previous_key, sizeof t->previous_key);
-  }
+  for (size_t i = 0; i < ts->n; i++) hd__tenant_free(ts->v[i]);
   free(ts->v);
-  ts->v = NULL;
-  ts->n = 0;
+  memset(ts, 0, sizeof *ts);
 }
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name) {
   for (size_t i = 0; i < ts->n; i++)
-    if (strcmp(ts->v[i].name, name) == 0) return &ts->v[i];
+    if (strcmp(ts->v[i]->name, name) == 0) return ts->v[i];
   return NULL;
 }
 
@@ -248,10 +361,10 @@ hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t n
   /* Compare against every key of every tenant, always in full, so timing tells nothing about
    * the keys (nor whether a tenant is in a rotation). */
   for (size_t i = 0; i < ts->n; i++) {
-    const hd_tenant *t = &ts->v[i];
+    hd_tenant *t = ts->v[i];
     int cur = key_eq(t->publish_key, key, kl);
     int prev = key_eq(t->previous_key, key, kl) & (now_ms < t->previous_until_ms);
-    if (cur | prev) found = &ts->v[i];
+    if (cur | prev) found = t;
   }
   return found;
 }

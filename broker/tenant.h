@@ -4,7 +4,12 @@
  * Keys and secrets live in <data_dir>/tenants/<name>/ (publish.key, device.secret, mode 0600):
  * a publish key the config does not name is generated at first start and logged once, then
  * read back on every later start. During a key rotation the previous key
- * (previous_publish_key) stays valid too, until previous_key_until.
+ * (previous_publish_key) stays valid too, until previous_key_until; a tenant created at run
+ * time (rtenant.c) keeps its previous key and that time in previous.key instead.
+ *
+ * Tenants come from the config and, at run time, from the admin API (rtenant.c). Each hd_tenant
+ * is its own allocation and is never freed or moved before hd__tenants_free, so a pointer to
+ * one (held by a request in flight, a plugin, a queued op) stays valid while tenants are added.
  *
  * A device token is
  *     <tenant>.<generation>.<expiry>.<base64url(HMAC-SHA256(device secret,
@@ -14,7 +19,8 @@
  * rotated by bumping it (the store keeps the current generation per device).
  *
  * Ownership: hd_tenants owns every hd_tenant and its strings; config strings are copied.
- * Loop thread only, except the pure token functions, which are thread-safe.
+ * Loop thread only, except the pure token functions and hd__tenant_files_write, which are
+ * thread-safe.
  */
 #ifndef HERALD_TENANT_H
 #define HERALD_TENANT_H
@@ -25,6 +31,8 @@
 #include "config.h"
 #include "ratelimit.h"
 #include "store.h"
+
+typedef struct hd_metric hd_metric;
 
 #define HD_KEY_LEN 43     /* base64url of 32 random bytes */
 #define HD_TOKEN_MAX 160
@@ -47,11 +55,18 @@ typedef struct hd_tenant {
   int origins_any;         /* allowed_origins = * */
   char **origins;          /* allowed_origins: web origins that may call the API (CORS) */
   size_t norigins;
+  int64_t max_publish_rate; /* publishes per second; 0: unlimited */
+  int64_t publish_burst;    /* the bucket's size (max_publish_rate when not configured) */
+  hd_ratelimit *pub_limit;  /* that cap's bucket; NULL: unlimited (pubcap.c takes from it) */
+  hd_metric *m_rate_limited; /* its refusal counter, registered on first use (pubcap.c) */
+  int runtime;             /* created through the admin API (rtenant.c), not the config */
+  int64_t created_ms;      /* runtime tenants: when created (Unix ms); config tenants: 0 */
+  int rotating;            /* a key rotation is writing its files (rtenant.c) */
 } hd_tenant;
 
 typedef struct hd_tenants {
-  hd_tenant *v;
-  size_t n;
+  hd_tenant **v;           /* one allocation per tenant: pointers survive growth */
+  size_t n, cap;
 } hd_tenants;
 
 /* Load or create every tenant of cfg: key files under data_dir, and the tenant and its
@@ -59,6 +74,29 @@ typedef struct hd_tenants {
 int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char *err,
                      size_t errlen);
 void hd__tenants_free(hd_tenants *ts);
+
+/* A tenant's settings from tc (lists copied, rate limiters made); no keys yet, num 0. NULL on
+ * ENOMEM. Freed with hd__tenant_free unless handed to hd__tenants_add. */
+hd_tenant *hd__tenant_new(const hd_tenant_conf *tc);
+void hd__tenant_free(hd_tenant *t);
+/* Append t: ts owns it once this returns 0 (on HD_ENOMEM the caller still does). */
+int hd__tenants_add(hd_tenants *ts, hd_tenant *t);
+/* Read the tenant's key files under data_dir (publish.key, device.secret), creating what is
+ * missing (a generated publish key is logged once). tc->publish_key, when set, is the key
+ * instead of the file's; tc's previous_publish_key/previous_key_until the overlap. With
+ * runtime set, the overlap comes from previous.key instead (see hd__tenant_files_write).
+ * Start-up only: it blocks on the disk. */
+int hd__tenant_keys_load(hd_tenant *t, const hd_tenant_conf *tc, const char *data_dir,
+                         int runtime, char *err, size_t errlen);
+/* Write a runtime tenant's key files under <data_dir>/tenants/<name>/, creating the
+ * directories: previous.key first (previous_key and previous_until_ms, or removed when
+ * previous_key is NULL), then device.secret (when secret is not NULL, 32 bytes), then
+ * publish.key. Each file is written with mode 0600, fsync'd and renamed into place, and the
+ * directory is fsync'd, so a crash leaves every file either old or new; the order keeps the
+ * old key valid whichever file a crash stops at. Any thread (it blocks: not the loop's). */
+int hd__tenant_files_write(const char *data_dir, const char *name, const char *publish_key,
+                           const unsigned char *secret, const char *previous_key,
+                           int64_t previous_until_ms);
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name);
 /* The tenant whose publish key this is, or whose previous key while its overlap lasts
@@ -93,6 +131,14 @@ int hd__token_verify_at(const hd_tenants *ts, const char *device_id, const char 
 /* The tenant a token names (its first field), unverified, or NULL: for choosing a CORS
  * policy before the token is checked. */
 hd_tenant *hd__token_tenant_guess(const hd_tenants *ts, const char *token);
+
+/* Read a small secret file (trailing newlines and spaces cut) into buf, NUL-terminated; *len
+ * gets its length. HD_ENOTFOUND if absent. Any thread. */
+int hd__secret_read(const char *path, char *buf, size_t buflen, size_t *len);
+/* Write a secret with mode 0600 from the start (never readable by others, not even briefly),
+ * fsync'd, then renamed into place so a crash leaves either nothing or the whole file. Any
+ * thread. */
+int hd__secret_write(const char *path, const void *data, size_t len);
 
 /* A random unguessable id: base64url of nbytes random bytes, NUL-terminated into out. */
 int hd__random_id(char *out, size_t outlen, size_t nbytes);
