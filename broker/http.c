@@ -24,14 +24,21 @@
  * conn_parse() as plain bytes, bounded the same way; conn_send() is the one place answers
  * leave, encrypted when the connection has an SSL.
  *
+ * Spooled bodies (hd__http_route_spool): the route is chosen when the headers are in; body
+ * bytes then go to a temp file through the libuv pool instead of into the request (see
+ * "spooled bodies" below), and the handler runs once the file is fsync'd.
+ *
  * Options: max_header 0 and max_body 0 mean the config defaults (16 KiB, 1 MiB);
  * idle_timeout_ms 0 means no idle timeout; max_connections 0 means no limit.
  */
 #include "http.h"
 
+#include <fcntl.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +167,7 @@ struct hd_http_req {
   hd_http_abort_cb abort_cb;
   void *abort_ud;
   hd_http_req *next_abort; /* list of aborts to run once the connections are closed */
+  struct spool *spool;     /* spool routes: the body's temp file (see "spooled bodies") */
 };
 
 enum { HDR_NONE = 0, HDR_FIELD, HDR_VALUE };
@@ -198,7 +206,13 @@ struct hd_http_conn {
   unsigned shared : 1;    /* buf is the server's shared read buffer (during one read only) */
   unsigned pumping : 1;   /* tls_pump() is on the stack */
   unsigned tls_up : 1;    /* the TLS handshake finished */
+  unsigned spool_wait : 1; /* parser paused until the spool's disk writes catch up */
+  int fail_err;           /* admit() refused the request (HD_E*), fail_msg says why */
+  const char *fail_msg;
   SSL *ssl;               /* NULL unless the server has TLS; owns its two memory BIOs */
+  /* hd__http_reply_stream(): who takes the socket once the head is written (NULL: nobody). */
+  hd_http_take_cb take;
+  void *take_ud;
   char peer[64];
 };
 
@@ -215,6 +229,9 @@ typedef struct route {
   size_t nsegs;
   hd_http_handler cb;
   void *ud;
+  char *spool_dir;        /* NULL: body in memory; else spooled to a temp file here */
+  uint64_t spool_max;
+  hd_http_admit_cb admit;
 } route;
 
 enum { LST_NONE = 0, LST_OPEN, LST_CLOSING, LST_CLOSED };
@@ -229,6 +246,7 @@ struct hd_http_server {
   int listen_err; /* libuv code of the last failed hd__http_listen() */
   route *routes;
   size_t nroutes;
+  size_t nspool;          /* spool routes among them */
   hd_http_conn *conns;
   uint64_t nconns;
   uint64_t refused_pending; /* refused sockets whose close has not completed */
@@ -262,6 +280,12 @@ static void conn_update_reading(hd_http_conn *c);
 static void conn_run_aborts(hd_http_server *s, hd_http_req *list);
 static void server_maybe_done(hd_http_server *s);
 static void conn_on_write(uv_write_t *req, int status);
+static void spool_detach(struct spool *sp);
+static const route *spool_route(hd_http_conn *c, hd_http_req *r);
+static int spool_start(hd_http_conn *c, hd_http_req *r, const route *rt);
+static int spool_body(hd_http_conn *c, hd_http_req *r, const char *at, size_t n);
+static void spool_complete(hd_http_req *r, const route *rt);
+static void conn_hand_over(hd_http_conn *c);
 
 /* ------------------------------------------------------------------------------------------ */
 /* TLS: the socket's bytes pass through memory BIOs (see http.h). */
@@ -311,7 +335,8 @@ static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
     ERR_clear_error();
     return -1;
   }
-  if (last) (void)SSL_shutdown(c->ssl); /* close_notify leaves with the last answer */
+  /* close_notify leaves with the last answer, unless the body follows from its taker. */
+  if (last && !c->take) (void)SSL_shutdown(c->ssl);
   ERR_clear_error();
   return tls_flush(c, last);
 }
@@ -430,6 +455,7 @@ static void req_free(hd_http_req *r) {
   kv_free(r->params, r->nparams);
   kv_free(r->query, r->nquery);
   free(r->body.p);
+  if (r->spool) spool_detach(r->spool);
   r->magic = 0;
   free(r);
 }
@@ -594,6 +620,10 @@ static void conn_on_write(uv_write_t *req, int status) {
     conn_close(c);
     return;
   }
+  if (last && c->take) {
+    conn_hand_over(c);
+    return;
+  }
   if (last) {
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) conn_close(c);
     return;
@@ -606,17 +636,21 @@ static void conn_on_write(uv_write_t *req, int status) {
 /* Status line, then Content-Type, Content-Length, the caller's extra lines, Connection. */
 #define HTTP_RESP_FMT "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n"
 
-/* Queues one complete answer. keep == 0 makes it the last one on the connection. */
-static void conn_write_response(hd_http_conn *c, int status, const char *content_type,
-                                const char *extra, const char *body, size_t len, int keep,
-                                int http_1_0) {
+/* Queues one answer. keep == 0 makes it the last one on the connection. Content-Length is
+ * `announce`, or len when announce is HTTP_LEN_OF_BODY: a streamed body (hd__http_reply_stream)
+ * announces bytes that are not in `body`. */
+#define HTTP_LEN_OF_BODY UINT64_MAX
+static void conn_write_answer(hd_http_conn *c, int status, const char *content_type,
+                              const char *extra, const char *body, size_t len,
+                              uint64_t announce, int keep, int http_1_0) {
   hd_http_server *s = c->s;
   int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
   char clen[48] = "";
   if (no_body)
     len = 0;
   else
-    snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
+    snprintf(clen, sizeof clen, "Content-Length: %llu\r\n",
+             (unsigned long long)(announce == HTTP_LEN_OF_BODY ? len : announce));
   const char *conn_hdr = !keep ? "Connection: close\r\n"
                          : http_1_0 ? "Connection: keep-alive\r\n"
                                     : "";
@@ -642,6 +676,33 @@ static void conn_write_response(hd_http_conn *c, int status, const char *content
       uv_timer_stop(&c->timer);
   }
   if (conn_send(c, w, (size_t)hlen + len) != 0) conn_close(c);
+}
+
+static void conn_write_response(hd_http_conn *c, int status, const char *content_type,
+                                const char *extra, const char *body, size_t len, int keep,
+                                int http_1_0) {
+  conn_write_answer(c, status, content_type, extra, body, len, HTTP_LEN_OF_BODY, keep,
+                    http_1_0);
+}
+
+/* The head of a streamed answer is in the kernel: the socket (a duplicate of it) and the TLS
+ * state leave for the taker, and the connection closes here without a shutdown, so the
+ * socket itself stays open. */
+static void conn_hand_over(hd_http_conn *c) {
+  hd_http_take_cb take = c->take;
+  void *ud = c->take_ud;
+  c->take = NULL;
+  c->take_ud = NULL;
+  int sock = -1;
+  SSL *ssl = NULL;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (sock >= 0) {
+    ssl = c->ssl;
+    c->ssl = NULL;
+  }
+  conn_close(c);
+  take(ud, sock, ssl);
 }
 
 /* An error answer not tied to a routed request (parse errors, limits): JSON, then close. */
@@ -866,6 +927,12 @@ static void conn_on_timer(uv_timer_t *t) {
 
 static void conn_free(hd_http_conn *c) {
   hd_http_server *s = c->s;
+  if (c->take) {
+    /* A streamed answer whose head never made it out: its taker gets nothing. */
+    hd_http_take_cb take = c->take;
+    c->take = NULL;
+    take(c->take_ud, -1, NULL);
+  }
   if (c->prev) c->prev->next = c->next;
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -977,7 +1044,7 @@ static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
   s->stats.requests_total++;
   c->active = r;
   uv_timer_stop(&c->timer); /* a request in flight is not idle */
-  if (req_split_target(r) != 0) {
+  if (!r->path && req_split_target(r) != 0) { /* a spool route's was split with its headers */
     hd__http_reply_error(r, HD_EINVAL, "malformed request target");
     return;
   }
@@ -1028,8 +1095,12 @@ static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
   }
   free(body.p);
   if (answered) return;
-  if (req_extract_params(r, found) != 0) {
+  if (!r->params && req_extract_params(r, found) != 0) {
     hd__http_reply_error(r, HD_EINVAL, "malformed path parameter");
+    return;
+  }
+  if (r->spool) {
+    spool_complete(r, found); /* the handler runs once the file is on disk */
     return;
   }
   found->cb(found->ud, r);
@@ -1048,6 +1119,7 @@ static void conn_parse(hd_http_conn *c) {
     size_t n = http_parser_execute(&c->parser, &s->settings, c->buf + c->off, c->len - c->off);
     c->off += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED && c->spool_wait) break; /* resumed by the spool's write callback */
     if (e == HPE_PAUSED) {
       hd_http_req *r = c->ready;
       c->ready = NULL;
@@ -1056,7 +1128,10 @@ static void conn_parse(hd_http_conn *c) {
       continue;
     }
     if (e != HPE_OK) {
-      if (c->err_status == 413) {
+      if (c->fail_err) {
+        conn_fail(c, hd__http_status_for(c->fail_err), hd_err_code(c->fail_err),
+                  c->fail_msg ? c->fail_msg : hd_strerror(c->fail_err));
+      } else if (c->err_status == 413) {
         s->stats.refused_body++;
         conn_fail(c, 413, hd_err_code(HD_ETOOBIG), "request body too large");
       } else if (c->err_status == 431 || e == HPE_HEADER_OVERFLOW) {
@@ -1087,6 +1162,239 @@ static void conn_resume(hd_http_conn *c) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* spooled bodies (hd__http_route_spool): the body goes to a temp file, written and hashed by a
+ * libuv pool thread, one job at a time per request. The loop gathers bytes into `buf` while
+ * the worker writes `wbuf`; the two swap when a job is queued. Past SPOOL_HIGH gathered bytes
+ * the parser pauses (c->spool_wait) until a job completes, so a disk slower than the client
+ * bounds memory instead of growing it. The spool outlives its request while a job runs: a
+ * request freed meanwhile only detaches it, and the job's callback discards the file. */
+
+#define SPOOL_WRITE ((size_t)256 * 1024) /* gathered bytes worth a write job */
+#define SPOOL_HIGH ((size_t)1024 * 1024) /* gathered bytes at which parsing waits */
+
+enum { SPOOL_JOB_WRITE = 1, SPOOL_JOB_FINISH, SPOOL_JOB_DISCARD };
+
+typedef struct spool {
+  uv_work_t work;
+  uv_loop_t *loop;
+  hd_http_conn *c;        /* NULL once the request is gone */
+  hd_http_req *r;
+  hd_http_handler cb;     /* the route's handler, set when the body is complete */
+  void *ud;
+  char path[4096];        /* mkstemp template, then the file */
+  int fd;                 /* worker's; -1 before the first job and after FINISH */
+  int job;                /* SPOOL_JOB_*, of the job queued or running */
+  int busy;               /* a job is queued or running */
+  int complete;           /* the whole body was parsed (cb set) */
+  int kept;               /* the handler owns the file */
+  int made;               /* the worker created the file */
+  int err;                /* first failure, HD_E*: later bytes are dropped */
+  char *buf, *wbuf;
+  size_t len, cap, wlen, wcap;
+  uint64_t size, max;
+  EVP_MD_CTX *md;
+  unsigned char sha[32];
+} spool;
+
+static int spool_errno(int e) { return e == ENOSPC || e == EDQUOT ? HD_EFULL : HD_EIO; }
+
+/* Pool thread: create the file on first use, write and hash wbuf, and on FINISH fsync and
+ * close it; DISCARD closes and unlinks. Touches only the spool's worker fields. */
+static void spool_work(uv_work_t *w) {
+  spool *sp = w->data;
+  if (sp->job == SPOOL_JOB_DISCARD) {
+    if (sp->fd >= 0) close(sp->fd);
+    sp->fd = -1;
+    if (!sp->kept && sp->made) unlink(sp->path);
+    return;
+  }
+  if (!sp->err && !sp->made) {
+    if ((sp->fd = mkostemp(sp->path, O_CLOEXEC)) < 0) sp->err = spool_errno(errno);
+    else sp->made = 1;
+  }
+  for (size_t off = 0; !sp->err && off < sp->wlen;) {
+    ssize_t n = write(sp->fd, sp->wbuf + off, sp->wlen - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) sp->err = spool_errno(n < 0 ? errno : ENOSPC);
+    else off += (size_t)n;
+  }
+  if (!sp->err && sp->wlen && EVP_DigestUpdate(sp->md, sp->wbuf, sp->wlen) != 1)
+    sp->err = HD_EIO;
+  sp->wlen = 0;
+  if (sp->job == SPOOL_JOB_FINISH && !sp->err) {
+    unsigned len = 0;
+    if (fsync(sp->fd) != 0) sp->err = spool_errno(errno);
+    else if (EVP_DigestFinal_ex(sp->md, sp->sha, &len) != 1 || len != 32) sp->err = HD_EIO;
+  }
+  if (sp->job == SPOOL_JOB_FINISH && sp->fd >= 0) {
+    close(sp->fd);
+    sp->fd = -1;
+  }
+}
+
+static void spool_free(spool *sp) {
+  free(sp->buf);
+  free(sp->wbuf);
+  EVP_MD_CTX_free(sp->md);
+  free(sp);
+}
+
+static void spool_after(uv_work_t *w, int status);
+
+static void spool_queue(spool *sp, int job) {
+  sp->job = job;
+  if (job != SPOOL_JOB_DISCARD) {
+    char *t = sp->wbuf;
+    size_t tc = sp->wcap;
+    sp->wbuf = sp->buf;
+    sp->wcap = sp->cap;
+    sp->wlen = sp->len;
+    sp->buf = t;
+    sp->cap = tc;
+    sp->len = 0;
+  }
+  sp->busy = 1;
+  sp->work.data = sp;
+  /* Fails only for a NULL loop or callback: programming errors. */
+  HTTP_CHECK(uv_queue_work(sp->loop, &sp->work, spool_work, spool_after) == 0);
+}
+
+/* Queue what is due: everything once the body is complete, else a write once enough is
+ * gathered. */
+static void spool_kick(spool *sp) {
+  if (sp->busy) return;
+  if (sp->complete) spool_queue(sp, SPOOL_JOB_FINISH);
+  else if (sp->len >= SPOOL_WRITE && !sp->err) spool_queue(sp, SPOOL_JOB_WRITE);
+}
+
+static void spool_after(uv_work_t *w, int status) {
+  spool *sp = w->data;
+  (void)status;
+  sp->busy = 0;
+  if (sp->job == SPOOL_JOB_DISCARD) {
+    spool_free(sp);
+    return;
+  }
+  hd_http_conn *c = sp->c;
+  if (!c) { /* the request went away while the job ran */
+    spool_queue(sp, SPOOL_JOB_DISCARD);
+    return;
+  }
+  if (sp->job == SPOOL_JOB_FINISH) {
+    hd_http_req *r = sp->r;
+    if (sp->err) hd__http_reply_error(r, sp->err, "cannot store the request body");
+    else sp->cb(sp->ud, r);
+    return;
+  }
+  spool_kick(sp);
+  if (c->spool_wait && sp->len < SPOOL_HIGH) {
+    c->spool_wait = 0;
+    http_parser_pause(&c->parser, 0);
+    if (!c->closing && !c->in_parse) conn_parse(c);
+  }
+}
+
+/* The request is being freed: its file goes unless kept; the spool goes once no job runs. */
+static void spool_detach(spool *sp) {
+  if (sp->c && sp->c->cur == sp->r) sp->c->spool_wait = 0;
+  sp->c = NULL;
+  sp->r = NULL;
+  if (sp->busy) return; /* spool_after sees c == NULL and discards */
+  if (sp->fd >= 0 || (sp->made && !sp->kept)) spool_queue(sp, SPOOL_JOB_DISCARD);
+  else spool_free(sp);
+}
+
+/* At headers time: the spool route this request goes to, or NULL. The target is split now
+ * (conn_dispatch then skips that); a malformed one is left for conn_dispatch to refuse. */
+static const route *spool_route(hd_http_conn *c, hd_http_req *r) {
+  hd_http_server *s = c->s;
+  if (req_split_target(r) != 0) {
+    free(r->path);
+    r->path = NULL;
+    kv_free(r->query, r->nquery);
+    r->query = NULL;
+    r->nquery = 0;
+    return NULL;
+  }
+  for (size_t i = 0; i < s->nroutes; i++) {
+    if (!route_match(&s->routes[i], r->path)) continue;
+    if (strcmp(s->routes[i].method, r->method) == 0)
+      return s->routes[i].spool_dir ? &s->routes[i] : NULL;
+  }
+  return NULL;
+}
+
+/* Headers are in and the length is within the route's bound: ask admit(), then set up the
+ * spool. Returns 0, or -1 with c->fail_err set (conn_parse answers and closes). */
+static int spool_start(hd_http_conn *c, hd_http_req *r, const route *rt) {
+  if (req_extract_params(r, rt) != 0) {
+    c->fail_err = HD_EINVAL;
+    c->fail_msg = "malformed path parameter";
+    return -1;
+  }
+  if (rt->admit) {
+    const char *msg = NULL;
+    int rc = rt->admit(rt->ud, r, &msg);
+    if (rc) {
+      c->fail_err = rc;
+      c->fail_msg = msg;
+      return -1;
+    }
+  }
+  spool *sp = xcalloc(1, sizeof *sp);
+  sp->loop = c->s->loop;
+  sp->c = c;
+  sp->r = r;
+  sp->fd = -1;
+  sp->max = rt->spool_max;
+  sp->md = EVP_MD_CTX_new();
+  if (!sp->md || EVP_DigestInit_ex(sp->md, EVP_sha256(), NULL) != 1 ||
+      snprintf(sp->path, sizeof sp->path, "%s/upload-XXXXXX", rt->spool_dir) >=
+          (int)sizeof sp->path) {
+    spool_free(sp);
+    c->fail_err = HD_EIO;
+    c->fail_msg = "cannot store the request body";
+    return -1;
+  }
+  r->spool = sp;
+  return 0;
+}
+
+/* Body bytes of a spooled request. Returns 0, or -1 with err_status 413. */
+static int spool_body(hd_http_conn *c, hd_http_req *r, const char *at, size_t n) {
+  spool *sp = r->spool;
+  if (sp->size + n > sp->max) {
+    c->err_status = 413;
+    return -1;
+  }
+  sp->size += n;
+  if (sp->err) return 0; /* dropped: the failure is answered once the body is in */
+  if (sp->len + n > sp->cap) {
+    size_t cap = sp->cap ? sp->cap * 2 : HTTP_READ_CHUNK;
+    while (cap < sp->len + n) cap *= 2;
+    sp->buf = xrealloc(sp->buf, cap);
+    sp->cap = cap;
+  }
+  memcpy(sp->buf + sp->len, at, n);
+  sp->len += n;
+  spool_kick(sp);
+  if (sp->len >= SPOOL_HIGH) {
+    c->spool_wait = 1;
+    http_parser_pause(&c->parser, 1);
+  }
+  return 0;
+}
+
+/* The whole body is parsed and the request routed: flush, fsync, then run the handler. */
+static void spool_complete(hd_http_req *r, const route *rt) {
+  spool *sp = r->spool;
+  sp->cb = rt->cb;
+  sp->ud = rt->ud;
+  sp->complete = 1;
+  spool_kick(sp);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* parser callbacks */
 
 static int count_header(hd_http_conn *c, size_t n) {
@@ -1106,6 +1414,8 @@ static int on_message_begin(http_parser *p) {
   c->header_bytes = 16;
   c->last_cb = HDR_NONE;
   c->err_status = 0;
+  c->fail_err = 0;
+  c->fail_msg = NULL;
   return 0;
 }
 
@@ -1158,11 +1468,14 @@ static int on_headers_complete(http_parser *p) {
   }
   int chunked = (p->flags & F_CHUNKED) != 0;
   int has_length = !chunked && p->content_length != ULLONG_MAX;
-  if (has_length && p->content_length > c->s->opts.max_body) {
+  const route *srt = c->s->nspool ? spool_route(c, r) : NULL;
+  if (has_length && p->content_length > (srt ? srt->spool_max : c->s->opts.max_body)) {
     c->err_status = 413;
     return -1;
   }
-  if (has_length && p->content_length) sbuf_reserve(&r->body, (size_t)p->content_length);
+  if (srt && spool_start(c, r, srt) != 0) return -1;
+  if (has_length && p->content_length && !srt)
+    sbuf_reserve(&r->body, (size_t)p->content_length);
   if ((chunked || (has_length && p->content_length > 0)) &&
       (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
     const char *e = hd__http_header(r, "Expect");
@@ -1183,6 +1496,7 @@ static int on_headers_complete(http_parser *p) {
 static int on_body(http_parser *p, const char *at, size_t n) {
   hd_http_conn *c = p->data;
   hd_http_req *r = c->cur;
+  if (r->spool) return spool_body(c, r, at, n);
   if ((uint64_t)r->body.len + n > c->s->opts.max_body) {
     c->err_status = 413;
     return -1;
@@ -1363,6 +1677,7 @@ int hd__http_new(uv_loop_t *loop, const hd_http_opts *opts, hd_http_server **out
 }
 
 static void route_free_fields(route *rt) {
+  free(rt->spool_dir);
   for (size_t i = 0; i < rt->nsegs; i++) free(rt->segs[i].text);
   free(rt->segs);
   free(rt->method);
@@ -1433,6 +1748,20 @@ int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
 bad:
   route_free_fields(&rt);
   return HD_EINVAL;
+}
+
+int hd__http_route_spool(hd_http_server *s, const char *method, const char *pattern,
+                         hd_http_handler cb, void *ud, const char *dir, uint64_t max_body,
+                         hd_http_admit_cb admit) {
+  if (!dir || !dir[0] || !max_body) return HD_EINVAL;
+  int rc = hd__http_route(s, method, pattern, cb, ud);
+  if (rc) return rc;
+  route *rt = &s->routes[s->nroutes - 1];
+  rt->spool_dir = xstrndup(dir, strlen(dir));
+  rt->spool_max = max_body;
+  rt->admit = admit;
+  s->nspool++;
+  return 0;
 }
 
 int hd__http_listen(hd_http_server *s, const char *host, int port) {
@@ -1626,6 +1955,20 @@ const char *hd__http_body(hd_http_req *r, size_t *len) {
   return r->body.p ? r->body.p : "";
 }
 
+const char *hd__http_spool(hd_http_req *r, uint64_t *size, unsigned char sha256[32]) {
+  req_check(r);
+  spool *sp = r->spool;
+  if (!sp || !sp->complete || sp->busy || sp->err) return NULL;
+  if (size) *size = sp->size;
+  if (sha256) memcpy(sha256, sp->sha, 32);
+  return sp->path;
+}
+
+void hd__http_spool_keep(hd_http_req *r) {
+  req_check(r);
+  if (r->spool) r->spool->kept = 1;
+}
+
 const char *hd__http_bearer(hd_http_req *r) {
   const char *v = hd__http_header(r, "Authorization");
   if (!v || strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t')) return NULL;
@@ -1653,8 +1996,11 @@ void hd__http_reply(hd_http_req *r, int status, const char *content_type, const 
   hd__http_reply_ex(r, status, content_type, NULL, body, len);
 }
 
-void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
-                       const char *extra_headers, const char *body, size_t len) {
+/* hd__http_reply_ex(), hd__http_reply_stream(): take NULL answers in full (body, or the head
+ * alone announcing `announce` bytes); a taker gets the socket after the head. */
+static void reply_common(hd_http_req *r, int status, const char *content_type,
+                         const char *extra_headers, const char *body, size_t len,
+                         uint64_t announce, hd_http_take_cb take, void *take_ud) {
   req_check(r);
   hd_http_conn *c = r->c;
   HTTP_CHECK(c->magic == HTTP_CONN_MAGIC && c->active == r); /* answered twice, or aborted */
@@ -1666,6 +2012,7 @@ void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
     if (status >= 400 && status < 500) s->stats.responses_4xx++;
     if (status >= 500 && status < 600) s->stats.responses_5xx++;
     req_free(r);
+    if (take) take(take_ud, -1, NULL);
     conn_maybe_free(c); /* may free s's last connection and call the close callback */
     return;
   }
@@ -1682,11 +2029,27 @@ void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
     if (extra_headers) sbuf_adds(&hdrs, extra_headers);
     extra_headers = hdrs.p;
   }
-  conn_write_response(c, status, content_type, extra_headers, body, len, r->keep_alive,
-                      r->http_major == 1 && r->http_minor == 0);
+  /* Set before the write: conn_send() must leave out TLS close_notify, and a failed write
+   * closes the connection, whose end then tells the taker. */
+  c->take = take;
+  c->take_ud = take_ud;
+  conn_write_answer(c, status, content_type, extra_headers, body, len, announce,
+                    take ? 0 : r->keep_alive, r->http_major == 1 && r->http_minor == 0);
   free(hdrs.p);
   req_free(r);
   if (!c->closing && !c->finishing) conn_resume(c);
+}
+
+void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
+                       const char *extra_headers, const char *body, size_t len) {
+  reply_common(r, status, content_type, extra_headers, body, len, HTTP_LEN_OF_BODY, NULL, NULL);
+}
+
+void hd__http_reply_stream(hd_http_req *r, int status, const char *content_type,
+                           const char *extra_headers, uint64_t length, hd_http_take_cb take,
+                           void *ud) {
+  HTTP_CHECK(length != HTTP_LEN_OF_BODY);
+  reply_common(r, status, content_type, extra_headers, NULL, 0, length, take, ud);
 }
 
 void hd__http_reply_error(hd_http_req *r, int err, const char *message) {

@@ -53,6 +53,7 @@
 #include "herald/transport.h" /* hd_http_req, hd_http_handler, hd_http_abort_cb */
 
 typedef struct hd_http_server hd_http_server;
+struct ssl_st; /* OpenSSL's SSL, for hd__http_reply_stream() */
 
 typedef struct hd_http_opts {
   uint64_t max_header;       /* bytes */
@@ -87,6 +88,31 @@ int hd__http_new(uv_loop_t *loop, const hd_http_opts *opts, hd_http_server **out
  * never shadow earlier ones with the same method and pattern (HD_EEXIST). */
 int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
                    hd_http_handler cb, void *ud);
+/* Spooled bodies, for uploads far larger than max_body (release packages). A spool route's
+ * body never sits in memory: it is written, as it arrives, to a new temp file in `dir` by a
+ * libuv pool thread, which also hashes it (SHA-256); the handler runs only once the whole body
+ * is in the file and fsync'd. About 2 MiB of the body per upload is buffered (besides the
+ * connection's usual read bound): while the disk lags, parsing (and then reading) waits. Flow:
+ *   1. headers in: the route is chosen, Content-Length is checked against max_body (413), then
+ *      admit(), if given, may refuse at once (path parameters, query and headers are there; no
+ *      body yet): it returns 0 or an HD_E* code with *message (static text, or owned by r);
+ *      the answer is then sent and the connection closed without reading the body. Only
+ *      after that is "100 Continue" sent.
+ *   2. body: written to <dir>/upload-XXXXXX; a write error (HD_EFULL for a full disk, else
+ *      HD_EIO) drops the rest of the body and is answered when it has arrived.
+ *   3. handler: hd__http_spool() gives the file's path, size and SHA-256. The file is deleted
+ *      when the request is freed (answered, or its connection gone), unless the handler called
+ *      hd__http_spool_keep(): it then owns the file (typically it renames it, off the loop).
+ * dir must exist, on the filesystem where the file will end up (rename). Loop thread. */
+typedef int (*hd_http_admit_cb)(void *ud, hd_http_req *r, const char **message);
+int hd__http_route_spool(hd_http_server *s, const char *method, const char *pattern,
+                         hd_http_handler cb, void *ud, const char *dir, uint64_t max_body,
+                         hd_http_admit_cb admit);
+/* The spooled body of r: its file (NUL-terminated path, owned by r), size and SHA-256. NULL
+ * when r's route is not a spool route. */
+const char *hd__http_spool(hd_http_req *r, uint64_t *size, unsigned char sha256[32]);
+/* The handler takes the spooled file: the server will not delete it. */
+void hd__http_spool_keep(hd_http_req *r);
 /* Bind and listen on host:port (IPv4 or IPv6 literal). Returns 0 or an HD_E* code; err gets
  * a human reason ("address in use"). */
 int hd__http_listen(hd_http_server *s, const char *host, int port);
@@ -142,6 +168,30 @@ void hd__http_reply(hd_http_req *r, int status, const char *content_type, const 
 /* Same, with extra header lines ("Name: value\r\n..."), may be NULL. */
 void hd__http_reply_ex(hd_http_req *r, int status, const char *content_type,
                        const char *extra_headers, const char *body, size_t len);
+/* Answers whose body is not in memory (package downloads, broker/download.c). The head is
+ * written like any answer's (status, Content-Type, the CORS lines, extra_headers) with
+ * "Content-Length: <length>"; the body is not sent from here.
+ *   - take NULL (a HEAD request): the head is the whole answer; the connection goes on as
+ *     after any answer (keep-alive as the client asked).
+ *   - take set: the answer says "Connection: close". Once the head is in the kernel the
+ *     connection leaves the server: it stops reading (bytes the client sent after this
+ *     request are dropped), its handles close, and take(ud, sock, ssl) gets a duplicate of
+ *     the socket (non-blocking, close-on-exec) and, on a TLS connection, the connection's
+ *     SSL object (handshake done, memory BIOs, nothing left in the write BIO; NULL on plain
+ *     connections). The taker owns both from then on, on any thread: it sends exactly
+ *     `length` body bytes (through SSL_write and the write BIO when ssl is set, then
+ *     close_notify), and closes and frees them. The server no longer counts the connection
+ *     (max_connections, idle_timeout): bounding and timing out such transfers is the
+ *     taker's job.
+ *     When the head cannot be delivered (the client went away or does not read it within
+ *     idle_timeout, the server closes, dup fails), take runs once with sock -1 and ssl NULL
+ *     instead; it may then run before this function returns (client already gone).
+ * take runs exactly once, on the loop thread. r is invalid after the call, as after any
+ * reply. The ssl argument is an OpenSSL `SSL *`. */
+typedef void (*hd_http_take_cb)(void *ud, int sock, struct ssl_st *ssl);
+void hd__http_reply_stream(hd_http_req *r, int status, const char *content_type,
+                           const char *extra_headers, uint64_t length, hd_http_take_cb take,
+                           void *ud);
 /* {"error": hd_err_code(err), "message": message or hd_strerror(err)} with the status that
  * fits err (EINVAL 400, EAUTH 401, EFORBID 403, ENOTFOUND 404, ETOOBIG 413, ERATE 429,
  * EFULL 507, ECLOSED/EAGAIN 503, other 500). */
