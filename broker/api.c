@@ -9,6 +9,8 @@
 #include "codec.h"
 #include "herald/error.h"
 #include "http.h"
+#include "pubcap.h"
+#include "push.h"
 #include "static.h"
 
 static void reply_json(hd_http_req *r, int status, json_t *j) {
@@ -92,6 +94,8 @@ static void h_publish(void *ud, hd_http_req *r) {
     refuse(b, r, HD_ENOTFOUND, "no such app");
     return;
   }
+  /* Over the tenant's max_publish_rate: 429 before the body is even parsed. */
+  if (!hd__pubcap_admit_http(b, t, r)) return;
   json_t *j = body_object(r, 0);
   if (!j) {
     hd__broker_count_refusal(b, HD_INGRESS_HTTP);
@@ -156,7 +160,7 @@ static void h_register(void *ud, hd_http_req *r) {
   const char *bearer = hd__http_bearer(r);
   json_t *j = body_object(r, 1);
   if (!j) return;
-  static const char *const fields[] = {"device", NULL};
+  static const char *const fields[] = {"device", "msisdn", NULL};
   if (!only_fields(r, j, fields)) goto out;
   json_t *dv = json_object_get(j, "device");
   if (dv && !json_is_string(dv)) {
@@ -165,6 +169,16 @@ static void h_register(void *ud, hd_http_req *r) {
   }
   const char *device = dv ? json_string_value(dv) : NULL;
   hd_regreq rq = {.appid = appid, .device_id = device};
+  /* The handset's number, for SMS and WAP Push (the push policy decides whether they are used). */
+  char msisdn[24];
+  json_t *mv = json_object_get(j, "msisdn");
+  if (mv && (!json_is_string(mv) ||
+             hd__push_msisdn_norm(json_string_value(mv), msisdn, sizeof msisdn))) {
+    hd__http_reply_error(r, HD_EINVAL,
+                         "msisdn must be a phone number in international form: 5-15 digits");
+    goto out;
+  }
+  if (mv) rq.msisdn = msisdn;
 
   hd_tenant *t = bearer ? hd__tenant_by_key(&b->tenants, bearer) : NULL;
   if (t) {
@@ -305,7 +319,7 @@ static int api_origin_allowed(void *ud, hd_http_req *r, const char *origin) {
   if (strcmp(method, "GET") == 0 && hd__static_find(hd__http_path(r))) return 1;
   if (strcmp(method, "OPTIONS") == 0 && hd__http_header(r, "Access-Control-Request-Method")) {
     for (size_t i = 0; i < b->tenants.n; i++)
-      if (hd__tenant_allows_origin(&b->tenants.v[i], origin)) return 1;
+      if (hd__tenant_allows_origin(b->tenants.v[i], origin)) return 1;
     return 0;
   }
   return hd__tenant_allows_origin(request_tenant(b, r), origin);

@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
+#include "admin.h"
 #include "api.h"
+#include "download.h"
 #include "clock.h"
 #include "events.h"
 #include "herald/error.h"
@@ -17,6 +19,9 @@
 #include "ingress_zmq.h"
 #include "log.h"
 #include "plugin.h"
+#include "push.h"
+#include "release.h"
+#include "release_api.h"
 
 #define SWEEP_MAX 2000 /* messages one sweep op deletes; a full sweep means "run again" */
 
@@ -34,13 +39,9 @@ typedef struct pubctx {
   void *data;
 } pubctx;
 
-static void pubctx_free(pubctx *c) {
-  free(c->appid);
-  free(c->to);
-  free(c->collapse);
-  free(c->data);
-  free(c);
-}
+/* The context, its strings and the payload copy live in one allocation: a publish costs one
+ * malloc and one free on the loop thread, not five of each. */
+static void pubctx_free(pubctx *c) { free(c); }
 
 static void on_publish_done(hd_op *op) {
   pubctx *c = (pubctx *)op;
@@ -119,14 +120,25 @@ void hd__broker_publish(hd_broker *b, const hd_pubreq *req, hd_publish_cb cb, vo
     cb(ud, rc, 0, why);
     return;
   }
-  pubctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->appid = strdup(req->appid)) || (req->to && !(c->to = strdup(req->to))) ||
-      (req->collapse && !(c->collapse = strdup(req->collapse))) ||
-      !(c->data = malloc(req->data_len ? req->data_len : 1))) {
-    if (c) pubctx_free(c);
+  size_t alen = strlen(req->appid) + 1, tlen = req->to ? strlen(req->to) + 1 : 0;
+  pubctx *c = malloc(sizeof *c + alen + tlen + (req->collapse ? clen + 1 : 0) + req->data_len);
+  if (!c) {
     cb(ud, HD_ENOMEM, 0, NULL);
     return;
   }
+  memset(c, 0, sizeof *c);
+  char *p = (char *)(c + 1);
+  c->appid = memcpy(p, req->appid, alen);
+  p += alen;
+  if (req->to) {
+    c->to = memcpy(p, req->to, tlen);
+    p += tlen;
+  }
+  if (req->collapse) {
+    c->collapse = memcpy(p, req->collapse, clen + 1);
+    p += clen + 1;
+  }
+  c->data = p;
   memcpy(c->data, req->data, req->data_len);
   c->b = b;
   c->tenant = req->tenant;
@@ -144,6 +156,9 @@ void hd__broker_publish(hd_broker *b, const hd_pubreq *req, hd_publish_cb cb, vo
   c->op.u.pub.collapse_len = clen;
   c->op.u.pub.data = c->data;
   c->op.u.pub.data_len = req->data_len;
+  c->op.u.pub.hook = req->to ? req->hook : NULL;
+  c->op.u.pub.hook_arg = req->hook_arg;
+  hd__push_on_publish(b->push, req->tenant->name, req->tenant->num, c->appid, &c->op);
   if ((rc = hd__writer_submit(b->writer, &c->op))) {
     pubctx_free(c);
     cb(ud, rc, 0, "broker is shutting down");
@@ -159,6 +174,7 @@ typedef struct regctx {
   void *ud;
   char appid[HD_STORE_MAX_ID + 1];
   char device[HD_STORE_MAX_ID + 1];
+  unsigned char push_arg[sizeof(void *) + 24]; /* hd__push_on_register's: push + MSISDN */
 } regctx;
 
 static void on_register_done(hd_op *op) {
@@ -219,6 +235,10 @@ void hd__broker_register(hd_broker *b, const hd_regreq *req, hd_register_cb cb, 
   c->op.u.reg.mode = req->mode;
   c->op.u.reg.device_id = c->device;
   c->op.u.reg.token_gen = req->token_gen;
+  if (req->msisdn) {
+    c->op.also_arg = c->push_arg;
+    hd__push_on_register(b->push, &c->op, req->msisdn);
+  }
   int rc = hd__writer_submit(b->writer, &c->op);
   if (rc) {
     free(c);
@@ -246,6 +266,7 @@ static void on_token_done(hd_op *op) {
   } else if (!c->rotate) {
     hd__log(HD_LOG_INFO, "device_token_revoked", "tenant=%s device=%s gen=%u", c->tenant->name,
             c->device, op->u.devgen.dev.gen);
+    hd__plugins_device_revoked(c->b->plugins, c->tenant->name, c->device);
     c->cb(c->ud, 0, c->device, NULL, NULL);
   } else if ((rc = hd__token_mint(c->tenant, c->device, op->u.devgen.dev.gen, token,
                                   sizeof token))) {
@@ -253,6 +274,7 @@ static void on_token_done(hd_op *op) {
   } else {
     hd__log(HD_LOG_INFO, "device_token_rotated", "tenant=%s device=%s gen=%u", c->tenant->name,
             c->device, op->u.devgen.dev.gen);
+    hd__plugins_device_revoked(c->b->plugins, c->tenant->name, c->device);
     c->cb(c->ud, 0, c->device, token, NULL);
   }
   free(c);
@@ -562,6 +584,8 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     return rc;
   }
   if ((rc = hd__tenants_load(&b->tenants, &b->cfg, b->store, err, errlen))) return rc;
+  /* Tenants created at run time, beside the config's; before the writer thread runs. */
+  if ((rc = hd__admin_open(b, err, errlen))) return rc;
   if ((rc = hd__metrics_new(&b->metrics)) || (rc = hd__router_new(&b->router))) {
     snprintf(err, errlen, "out of memory");
     return rc;
@@ -570,6 +594,8 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "metrics: %s", hd_strerror(rc));
     return rc;
   }
+  /* The release catalog's tables and package directory; before the writer thread runs. */
+  if ((rc = hd__release_open(b, &b->releases, err, errlen))) return rc;
   /* Keep 1/16 of the map (at least 64 KiB) for deletes, so a full store can always be
    * emptied by acks and expiry. */
   uint64_t reserve = b->cfg.store.map_size / 16;
@@ -596,12 +622,27 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
                                                      b->cfg.http.tls_key, b->cfg.http.tls_ca,
                                                      err, errlen)))
     return rc;
-  if ((rc = hd__api_init(b))) {
+  if ((rc = hd__api_init(b)) || (rc = hd__admin_routes(b))) {
     snprintf(err, errlen, "http routes: %s", hd_strerror(rc));
+    return rc;
+  }
+  if ((rc = hd__release_api_init(b))) {
+    snprintf(err, errlen, "release routes: %s", hd_strerror(rc));
+    return rc;
+  }
+  /* Package downloads: a thread of their own sends the bytes (download.h). */
+  hd_download_opts dopt = {
+      .max_active = (uint64_t)b->cfg.download.max_concurrent,
+      .send_timeout_ms = (uint64_t)b->cfg.download.send_timeout_s * 1000,
+      .metrics = b->metrics,
+  };
+  if ((rc = hd__download_new(loop, &dopt, &b->downloads)) || (rc = hd__download_routes(b))) {
+    snprintf(err, errlen, "downloads: %s", hd_strerror(rc));
     return rc;
   }
   hd__plugin_dir(&b->cfg, b->plugin_dir, sizeof b->plugin_dir);
   if ((rc = hd__plugins_load(b, err, errlen))) return rc;
+  if ((rc = hd__push_init(b, &b->push, err, errlen))) return rc;
   return 0;
 }
 
@@ -626,7 +667,13 @@ int hd__broker_start(hd_broker *b, char *err, size_t errlen) {
                                  err, errlen)))
     return rc;
   if ((rc = hd__events_open(b->zctx, b->cfg.zmq.events, &b->events, err, errlen))) return rc;
+  if ((rc = hd__events_watch(b->events, b->loop))) return rc;
   if ((rc = hd__plugins_start(b->plugins, err, errlen))) return rc;
+  if ((rc = hd__push_start(b->push))) {
+    snprintf(err, errlen, "push queue: %s", hd_strerror(rc));
+    return rc;
+  }
+  hd__release_start(b->releases); /* resumes interrupted release notices */
   uv_signal_init(b->loop, &b->sigint);
   uv_signal_init(b->loop, &b->sigterm);
   b->sigint.data = b->sigterm.data = b;
@@ -659,6 +706,7 @@ static void on_grace(uv_timer_t *t) {
   close_handle((uv_handle_t *)&b->sigint);
   close_handle((uv_handle_t *)&b->sigterm);
   close_handle((uv_handle_t *)&b->sweep_timer);
+  hd__events_stop(b->events);
   uv_close((uv_handle_t *)t, (uv_close_cb)free);
 }
 
@@ -670,7 +718,12 @@ void hd__broker_stop(hd_broker *b) {
   if (b->http) hd__http_stop_accepting(b->http);
   hd__zmq_ingress_stop(b->zin);
   uv_timer_stop(&b->sweep_timer);
-  /* 2. Transports answer what they hold (long-polls get their reply now). */
+  /* Transfers in progress are cut (clients resume them with Range after the restart). */
+  hd__download_stop(b->downloads);
+  /* 2. Transports answer what they hold (long-polls get their reply now); per-device pushes
+   * still queued resume after a restart. */
+  hd__push_stop(b->push);
+  hd__release_stop(b->releases); /* notices not sent yet go out after the restart */
   hd__plugins_stop(b->plugins);
   if (b->router) hd__router_wake_all(b->router);
   /* 3. Finish every queued commit; their acknowledgements go out. */
@@ -686,11 +739,15 @@ void hd__broker_stop(hd_broker *b) {
 
 void hd__broker_free(hd_broker *b) {
   hd__plugins_free(b->plugins);
+  hd__push_free(b->push);
   if (b->http) hd__http_free(b->http);
+  hd__download_free(b->downloads);
   hd__events_close(b->events);
   if (b->zctx) zmq_ctx_term(b->zctx);
   hd__writer_free(b->writer);
   hd__router_free(b->router);
+  hd__admin_free(b->admin);
+  hd__release_free(b->releases);
   hd__tenants_free(&b->tenants);
   hd__store_close(b->store);
   hd__metrics_free(b->metrics);

@@ -29,6 +29,8 @@ typedef struct hd_http_server hd_http_server;
 typedef struct hd_zmq_ingress hd_zmq_ingress;
 typedef struct hd_events hd_events;
 typedef struct hd_plugins hd_plugins;
+typedef struct hd_push hd_push;
+typedef struct hd_releases hd_releases;
 
 typedef struct hd_broker {
   uv_loop_t *loop;
@@ -37,11 +39,15 @@ typedef struct hd_broker {
   hd_writer *writer;
   hd_router *router;
   hd_tenants tenants;
+  struct hd_admin *admin;       /* the admin API and runtime tenants (admin.c) */
   hd_metrics *metrics;
   hd_http_server *http;
   hd_zmq_ingress *zin;
   hd_events *events;
   hd_plugins *plugins;
+  hd_push *push;               /* per-device push policy and its durable queue (push.c) */
+  hd_releases *releases;       /* release catalog, notices, update-check, reports (release.c) */
+  struct hd_downloads *downloads; /* package downloads: their thread and slots (download.c) */
   void *zctx;                  /* the ZeroMQ context */
   char plugin_dir[4096];
   uv_signal_t sigint, sigterm;
@@ -65,6 +71,10 @@ typedef struct hd_pubreq {
   int64_t ttl_s;           /* 0: the store's default */
   const char *collapse;    /* NULL: none */
   int ingress;             /* enum hd_ingress, for metrics */
+  /* Optional, direct messages only: runs in the publish's write transaction (see the hook of
+   * hd_op.u.pub in writer.h); arg must outlive the callback. */
+  int (*hook)(hd_store *s, MDB_txn *t, hd_op *op, void *arg);
+  void *hook_arg;
 } hd_pubreq;
 
 /* status 0: id is the committed message id. Otherwise an HD_E* code and a reason. */
@@ -82,6 +92,7 @@ typedef struct hd_regreq {
   int mode;                /* enum hd_reg_mode */
   const char *device_id;   /* NULL with HD_REG_NEW: the broker makes one up */
   uint32_t token_gen;      /* HD_REG_EXISTING: generation of the verified token */
+  const char *msisdn;      /* normalized (hd__push_msisdn_norm) or NULL: recorded with it */
 } hd_regreq;
 /* status 0: device id and a fresh token for it. */
 typedef void (*hd_register_cb)(void *ud, int status, const char *device_id, const char *token,
@@ -89,8 +100,9 @@ typedef void (*hd_register_cb)(void *ud, int status, const char *device_id, cons
 void hd__broker_register(hd_broker *b, const hd_regreq *req, hd_register_cb cb, void *ud);
 
 /* Rotate (rotate = 1) or revoke (0) a device's tokens: bump its generation in the store, so
- * every token minted before stops working at once (long-poll and every new request check
- * the generation; an ipconn connection already authenticated lives on until it reconnects).
+ * every token minted before stops working at once: every new request checks the generation,
+ * and after the commit each transport's device_revoked() ends what the old token opened (held
+ * long-polls get 401, an ipconn connection goaway "revoked").
  * expect_gen 0: the caller holds the publish key; else the generation of the device token the
  * caller presented, which must still be current. cb runs exactly once, after the commit, with
  * the new token when rotating (NULL when revoking). device is copied. */

@@ -363,6 +363,48 @@ static const char *check_origin(const char *v) {
                                     : "want scheme://host[:port] with no path, or * for any";
 }
 
+static const char *check_cidr(const char *v) {
+  unsigned char a[16];
+  int fam, bits;
+  return hd__config_parse_cidr(v, a, &fam, &bits) == 0
+             ? NULL
+             : "want an IPv4 or IPv6 address, optionally with /prefix bits";
+}
+
+int hd__config_parse_cidr(const char *s, unsigned char addr[16], int *family, int *bits) {
+  char buf[64];
+  const char *slash = strchr(s, '/');
+  size_t n = slash ? (size_t)(slash - s) : strlen(s);
+  if (n == 0 || n >= sizeof buf) return HD_ECONFIG;
+  memcpy(buf, s, n);
+  buf[n] = 0;
+  memset(addr, 0, 16);
+  if (inet_pton(AF_INET, buf, addr) == 1) *family = 4;
+  else if (inet_pton(AF_INET6, buf, addr) == 1) *family = 6;
+  else return HD_ECONFIG;
+  int max = *family == 4 ? 32 : 128;
+  *bits = max;
+  if (slash) {
+    const char *d = slash + 1;
+    uint64_t v;
+    if (read_u64(&d, &v) != 0 || *d || v > (uint64_t)max) return HD_ECONFIG;
+    *bits = (int)v;
+  }
+  return 0;
+}
+
+/* [release] public_url: an absolute http(s) URL, no query or fragment (paths are appended). */
+static const char *check_public_url(const char *v) {
+  const char *rest = strncmp(v, "https://", 8) == 0 ? v + 8
+                     : strncmp(v, "http://", 7) == 0 ? v + 7
+                                                      : NULL;
+  if (!rest || !*rest || *rest == '/') return "want http://host[:port][/path] or https://...";
+  for (const char *p = v; *p; p++)
+    if ((unsigned char)*p <= 0x20 || *p == '?' || *p == '#' || (unsigned char)*p >= 0x7f)
+      return "no spaces, query or fragment in public_url";
+  return NULL;
+}
+
 static const char *check_plugin_name(const char *v) {
   return hd__config_valid_name(v) ? NULL : "want 1-64 of a-z 0-9 _ -";
 }
@@ -370,9 +412,13 @@ static const char *check_plugin_name(const char *v) {
 /* ------------------------------------------------------------------------------------------ */
 /* The key table. */
 
-enum sect { S_TOP, S_HTTP, S_ZMQ, S_STORE, S_PLUGINS, S_TENANT, S_TRANSPORT, S__COUNT };
-static const char *const sect_names[S__COUNT] = {"",        "http",   "zmq",      "store",
-                                                 "plugins", "tenant", "transport"};
+enum sect {
+  S_TOP, S_HTTP, S_ZMQ, S_STORE, S_PLUGINS, S_TENANT, S_TRANSPORT, S_ADMIN, S_DOWNLOAD,
+  S_RELEASE, S__COUNT
+};
+static const char *const sect_names[S__COUNT] = {"",        "http",   "zmq",       "store",
+                                                 "plugins", "tenant", "transport", "admin",
+                                                 "download", "release"};
 
 enum vtype {
   V_STR,     /* non-empty string */
@@ -465,6 +511,30 @@ static const keydef keys[] = {
      .off = TF(self_register_per_min), .min = 0, .max = INT64_MAX},
     {.sect = S_TENANT, .name = "allowed_origins", .type = V_LIST, .off = TF(allowed_origins),
      .count_off = TF(nallowed_origins), .check = check_origin, .flags = LIST_STAR},
+    {.sect = S_TENANT, .name = "max_publish_rate", .type = V_INT, .off = TF(max_publish_rate),
+     .min = 0, .max = 10000000},
+    {.sect = S_TENANT, .name = "publish_burst", .type = V_INT, .off = TF(publish_burst),
+     .min = 0, .max = 10000000},
+
+    {.sect = S_ADMIN, .name = "key", .type = V_STR_OPT, .off = CF(admin.key),
+     .check = check_publish_key},
+    {.sect = S_ADMIN, .name = "allow_from", .type = V_LIST, .off = CF(admin.allow_from),
+     .count_off = CF(admin.nallow_from), .check = check_cidr, .flags = LIST_STAR},
+    {.sect = S_ADMIN, .name = "key_overlap", .type = V_DURATION, .off = CF(admin.key_overlap_s),
+     .min = 0, .max = DURATION_MAX_S},
+
+    {.sect = S_DOWNLOAD, .name = "max_concurrent_downloads", .type = V_INT,
+     .off = CF(download.max_concurrent), .min = 1, .max = 1000000},
+    {.sect = S_DOWNLOAD, .name = "download_send_timeout", .type = V_DURATION,
+     .off = CF(download.send_timeout_s), .min = 1, .max = DAY_S},
+
+    {.sect = S_RELEASE, .name = "public_url", .type = V_STR_OPT, .off = CF(release.public_url),
+     .check = check_public_url},
+    {.sect = S_RELEASE, .name = "max_package", .type = V_SIZE, .off = CF(release.max_package),
+     .umin = KIB, .umax = (uint64_t)64 * GIB},
+    {.sect = S_RELEASE, .name = "fanout_batch", .type = V_INT, .off = CF(release.fanout_batch),
+     .min = 1, .max = 100000},
+    {.sect = S_TENANT, .name = "push_policy", .type = V_STR_OPT, .off = TF(push_policy)},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -492,6 +562,12 @@ static void tenant_free(hd_tenant_conf *t) {
   list_free(t->apps, t->napps);
   list_free(t->self_register, t->nself_register);
   list_free(t->allowed_origins, t->nallowed_origins);
+  free(t->push_policy);
+  for (size_t i = 0; i < t->napp_policies; i++) {
+    free(t->app_policies[i].key);
+    free(t->app_policies[i].value);
+  }
+  free(t->app_policies);
   memset(t, 0, sizeof *t);
 }
 
@@ -522,9 +598,28 @@ static void config_defaults(hd_config *c, const char *source) {
   c->plugins.load = list_of_one("longpoll");
   c->plugins.nload = 1;
 
+  c->admin.key_overlap_s = DAY_S;
+
+  c->download.max_concurrent = 4096;
+  c->download.send_timeout_s = 60;
+
+  c->release.public_url = NULL; /* the broker uses http(s)://<listen address and bound port> */
+  c->release.max_package = 256 * MIB;
+  c->release.fanout_batch = 256;
+
   c->tenants = xrealloc(NULL, sizeof *c->tenants);
   c->ntenants = 1;
   tenant_defaults(&c->tenants[0], "default", 0);
+}
+
+static void section_free(hd_conf_section *s) {
+  for (size_t k = 0; k < s->nkv; k++) {
+    free(s->kv[k].key);
+    free(s->kv[k].value);
+  }
+  free(s->kv);
+  free(s->name);
+  free(s->kind);
 }
 
 void hd__config_free(hd_config *c) {
@@ -539,19 +634,16 @@ void hd__config_free(hd_config *c) {
   free(c->zmq.ingress);
   free(c->zmq.events);
   free(c->plugins.dir);
+  free(c->release.public_url);
   list_free(c->plugins.load, c->plugins.nload);
+  free(c->admin.key);
+  list_free(c->admin.allow_from, c->admin.nallow_from);
   for (size_t i = 0; i < c->ntenants; i++) tenant_free(&c->tenants[i]);
   free(c->tenants);
-  for (size_t i = 0; i < c->ntransports; i++) {
-    hd_conf_section *s = &c->transports[i];
-    for (size_t k = 0; k < s->nkv; k++) {
-      free(s->kv[k].key);
-      free(s->kv[k].value);
-    }
-    free(s->kv);
-    free(s->name);
-  }
+  for (size_t i = 0; i < c->ntransports; i++) section_free(&c->transports[i]);
   free(c->transports);
+  for (size_t i = 0; i < c->nextra; i++) section_free(&c->extra[i]);
+  free(c->extra);
   memset(c, 0, sizeof *c);
 }
 
@@ -593,6 +685,8 @@ static const char *sect_label(const parser *p, char *buf, size_t len) {
     snprintf(buf, len, "in [tenant %s]", p->c->tenants[p->cur].name);
   else if (p->sect == S_TRANSPORT)
     snprintf(buf, len, "in [transport %s]", p->c->transports[p->cur].name);
+  else if (p->sect == S__COUNT)
+    snprintf(buf, len, "in [%s %s]", p->c->extra[p->cur].kind, p->c->extra[p->cur].name);
   else
     snprintf(buf, len, "in [%s]", sect_names[p->sect]);
   return buf;
@@ -809,6 +903,23 @@ static int open_transport(parser *p, int line, const char *name) {
   return 0;
 }
 
+/* [KIND NAME] of a kind the broker does not know: kept raw for the transport that declares it.
+ * p->sect is S__COUNT while inside one. */
+static int open_extra(parser *p, int line, const char *kind, const char *name) {
+  hd_config *c = p->c;
+  for (size_t i = 0; i < c->nextra; i++)
+    if (strcmp(c->extra[i].kind, kind) == 0 && strcmp(c->extra[i].name, name) == 0)
+      return fail(p, line, "duplicate [%s %s] (first at line %d)", kind, name, c->extra[i].line);
+  c->extra = xrealloc(c->extra, (c->nextra + 1) * sizeof *c->extra);
+  hd_conf_section *s = &c->extra[c->nextra];
+  memset(s, 0, sizeof *s);
+  s->kind = xstrdup(kind);
+  s->name = xstrdup(name);
+  s->line = line;
+  p->cur = c->nextra++;
+  return 0;
+}
+
 /* `s` points at '['. */
 static int parse_section(parser *p, int line, char *s) {
   char *close = strchr(s, ']');
@@ -829,7 +940,16 @@ static int parse_section(parser *p, int line, char *s) {
   enum sect sect = S__COUNT;
   for (int i = S_HTTP; i < S__COUNT; i++)
     if (strcmp(kind, sect_names[i]) == 0) sect = (enum sect)i;
-  if (sect == S__COUNT) return fail(p, line, "unknown section [%s]", kind);
+  if (sect == S__COUNT) {
+    /* Only [kind name] can be a transport's section; a bare unknown [kind] is a typo. */
+    if (!*name || !hd__config_valid_name(kind))
+      return fail(p, line, "unknown section [%s]", kind);
+    if (!hd__config_valid_name(name))
+      return fail(p, line, "bad %s name '%s' (want 1-64 of a-z 0-9 _ -)", kind, name);
+    if ((rc = open_extra(p, line, kind, name))) return rc;
+    p->sect = S__COUNT;
+    return 0;
+  }
 
   if (sect == S_TENANT || sect == S_TRANSPORT) {
     if (!*name) return fail(p, line, "section [%s] needs a name: [%s NAME]", kind, kind);
@@ -901,8 +1021,25 @@ static int parse_kv(parser *p, int line, char *s) {
   if (!v) return rc;
   char where[96];
 
-  if (p->sect == S_TRANSPORT) {
-    hd_conf_section *t = &p->c->transports[p->cur];
+  if (p->sect == S_TENANT && strncmp(key, "push_policy.", 12) == 0) {
+    hd_tenant_conf *tc = &p->c->tenants[p->cur];
+    const char *app = key + 12;
+    if (!*app || strlen(app) > 128)
+      return fail(p, line, "bad app id in '%s' %s", key, sect_label(p, where, sizeof where));
+    for (size_t i = 0; i < tc->napp_policies; i++)
+      if (strcmp(tc->app_policies[i].key, app) == 0)
+        return fail(p, line, "duplicate key '%s' %s (first at line %d)", key,
+                    sect_label(p, where, sizeof where), tc->app_policies[i].line);
+    tc->app_policies = xrealloc(tc->app_policies, (tc->napp_policies + 1) * sizeof *tc->app_policies);
+    tc->app_policies[tc->napp_policies].key = xstrdup(app);
+    tc->app_policies[tc->napp_policies].value = xstrdup(v);
+    tc->app_policies[tc->napp_policies].line = line;
+    tc->napp_policies++;
+    return 0;
+  }
+
+  if (p->sect == S_TRANSPORT || p->sect == S__COUNT) {
+    hd_conf_section *t = p->sect == S_TRANSPORT ? &p->c->transports[p->cur] : &p->c->extra[p->cur];
     for (size_t i = 0; i < t->nkv; i++)
       if (strcmp(t->kv[i].key, key) == 0)
         return fail(p, line, "duplicate key '%s' %s (first at line %d)", key,
@@ -1068,6 +1205,13 @@ out:
   if (fd >= 0) close(fd);
   free(data);
   return rc;
+}
+
+const hd_conf_section *hd__config_extra(const hd_config *c, const char *kind, const char *name) {
+  for (size_t i = 0; i < c->nextra; i++)
+    if (strcmp(c->extra[i].kind, kind) == 0 && strcmp(c->extra[i].name, name) == 0)
+      return &c->extra[i];
+  return NULL;
 }
 
 const hd_conf_section *hd__config_transport(const hd_config *c, const char *name) {

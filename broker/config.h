@@ -6,8 +6,12 @@
  * leading/trailing spaces. Lists are comma-separated. Sizes take k/M/G (and KiB/MiB/GiB, powers
  * of 1024 both ways); durations take s/m/h/d (plain number = seconds).
  *
- * Sections: (top), [http], [zmq], [store], [plugins], [tenant NAME] (repeatable),
- * [transport NAME] (repeatable; keys are checked later against the plugin's own list).
+ * Sections: (top), [http], [zmq], [store], [plugins], [admin], [download], [release],
+ * [tenant NAME]
+ * (repeatable),
+ * [transport NAME] (repeatable; keys are checked later against the plugin's own list), and
+ * [KIND NAME] of any other kind (e.g. [smsc NAME]), kept raw for the transports that declare
+ * that kind (plugin.c rejects a kind no loaded transport declares).
  * Any unknown section or key, a repeated key, a bad value or a bad name is an error that names
  * the file, the line and the reason.
  *
@@ -27,8 +31,10 @@ typedef struct hd_conf_kv {
   int line;
 } hd_conf_kv;
 
-/* A [transport NAME] section kept raw until its plugin says which keys it accepts. */
+/* A [transport NAME] section, or a [KIND NAME] section of a kind a transport declares (such
+ * as [smsc NAME]), kept raw until its plugin says which keys it accepts. */
 typedef struct hd_conf_section {
+  char *kind;            /* NULL for [transport NAME]; else the section kind ("smsc") */
   char *name;
   int line;
   hd_conf_kv *kv;
@@ -49,6 +55,12 @@ typedef struct hd_tenant_conf {
   char *previous_publish_key; /* also valid until previous_key_until; NULL: none */
   char *previous_key_until;   /* RFC3339 UTC or Unix seconds (see hd__config_parse_time) */
   int64_t device_token_ttl_s; /* device tokens expire this long after minting; 0 = never */
+  int64_t max_publish_rate; /* publishes per second over HTTP and ZeroMQ; 0 = unlimited */
+  int64_t publish_burst;    /* bucket size of that cap; 0: as many as max_publish_rate */
+  char *push_policy;     /* "ipconn, wappush after 30s, sms after 2m"; NULL: no per-device push
+                          * (parsed and checked against the loaded transports by push.c) */
+  hd_conf_kv *app_policies; /* push_policy.<appid> = ...: per-app overrides (key = app id) */
+  size_t napp_policies;
   int line;
 } hd_tenant_conf;
 
@@ -90,10 +102,33 @@ typedef struct hd_config {
     size_t nload;
   } plugins;
 
+  struct {
+    char *key;           /* admin API key; NULL (default): generated into <data_dir>/admin.key */
+    char **allow_from;   /* addresses / CIDR prefixes besides loopback that may use the admin
+                          * API; "*" = any; default none (loopback only) */
+    size_t nallow_from;
+    int64_t key_overlap_s; /* a rotated publish key stays valid this long, default 1 day */
+  } admin;
+
+  struct {
+    int64_t max_concurrent; /* max_concurrent_downloads: transfers at once, default 4096 */
+    int64_t send_timeout_s; /* download_send_timeout: cut a transfer idle this long, default 60 */
+  } download;
+
+  struct {
+    char *public_url;    /* base of download URLs in notices and answers; NULL (default):
+                          * http(s)://<[http] listen host>:<the port bound> */
+    uint64_t max_package; /* largest package upload, default 256 MiB */
+    int64_t fanout_batch; /* devices one release-notice step examines, default 256 */
+  } release;
+
   hd_tenant_conf *tenants;   /* at least one; default: one tenant "default" */
   size_t ntenants;
   hd_conf_section *transports;
   size_t ntransports;
+  hd_conf_section *extra;    /* [KIND NAME] sections of kinds the broker does not know itself;
+                              * a loaded transport must declare the kind (plugin.c checks) */
+  size_t nextra;
 } hd_config;
 
 /* Parse `text` (len bytes, need not be NUL-terminated) named `source` into *out, on top of the
@@ -106,6 +141,8 @@ int hd__config_load(const char *path, hd_config *out, char *err, size_t errlen);
 void hd__config_free(hd_config *c);
 
 const hd_conf_section *hd__config_transport(const hd_config *c, const char *name);
+/* The [kind name] extension section, or NULL. */
+const hd_conf_section *hd__config_extra(const hd_config *c, const char *kind, const char *name);
 const hd_tenant_conf *hd__config_tenant(const hd_config *c, const char *name);
 
 /* "1048576", "64k", "1M", "1GiB" -> bytes. Returns 0 or HD_ECONFIG. */
@@ -122,6 +159,10 @@ int hd__config_valid_name(const char *name);
 /* 1 if s is a web origin as browsers send it: scheme://host[:port], no path, no userinfo
  * (host a name, an IPv4 address or a [bracketed] IPv6 address; port 1-65535). */
 int hd__config_valid_origin(const char *s);
+/* "10.0.0.0/8", "::1", "192.0.2.7" -> the address (network byte order, 4 or 16 bytes used of
+ * addr), its family (4 or 6) and the prefix length (the full length without a "/"). Returns 0
+ * or HD_ECONFIG. */
+int hd__config_parse_cidr(const char *s, unsigned char addr[16], int *family, int *bits);
 /* 1 if host (as split by hd__config_parse_hostport) is a loopback address literal: 127.0.0.0/8
  * or ::1. Names, even "localhost", are not: what they resolve to is not known here. */
 int hd__config_is_loopback(const char *host);

@@ -85,6 +85,8 @@ static void assert_defaults(const hd_config *c) {
   assert_int_equal(c->store.sweep_interval_s, 10);
   assert_null(c->plugins.dir);
   ASSERT_LIST(c->plugins.load, c->plugins.nload, "longpoll");
+  assert_int_equal(c->download.max_concurrent, 4096);
+  assert_int_equal(c->download.send_timeout_s, 60);
   assert_int_equal(c->ntenants, 1);
   const hd_tenant_conf *t = &c->tenants[0];
   assert_string_equal(t->name, "default");
@@ -731,6 +733,70 @@ static void test_duplicate_tenant_is_an_error(void **state) {
                       "t.conf:4: duplicate [tenant a] (first at line 1)");
 }
 
+/* Issue 6 / 8: the [admin] section and each tenant's publish rate cap. */
+static void test_admin_section_and_publish_rate_cap(void **state) {
+  (void)state;
+  hd_config c;
+  parse_ok("", &c);
+  assert_null(c.admin.key);
+  assert_int_equal(c.admin.nallow_from, 0);
+  assert_int_equal(c.admin.key_overlap_s, 86400);
+  assert_int_equal(c.tenants[0].max_publish_rate, 0);
+  assert_int_equal(c.tenants[0].publish_burst, 0);
+  hd__config_free(&c);
+  parse_ok("[admin]\nkey = admin-key-0123456789abcdefghijklmnopqrstuvwxyz\n"
+           "allow_from = 10.0.0.0/8, 192.0.2.7, 2001:db8::/32, ::1\nkey_overlap = 2h\n"
+           "[tenant a]\nmax_publish_rate = 1000\npublish_burst = 2000\n[tenant b]\n",
+           &c);
+  assert_string_equal(c.admin.key, "admin-key-0123456789abcdefghijklmnopqrstuvwxyz");
+  ASSERT_LIST(c.admin.allow_from, c.admin.nallow_from, "10.0.0.0/8", "192.0.2.7",
+              "2001:db8::/32", "::1");
+  assert_int_equal(c.admin.key_overlap_s, 7200);
+  assert_int_equal(c.tenants[0].max_publish_rate, 1000);
+  assert_int_equal(c.tenants[0].publish_burst, 2000);
+  assert_int_equal(c.tenants[1].max_publish_rate, 0);
+  hd__config_free(&c);
+  parse_ok("[admin]\nallow_from = *\nkey_overlap = 0\n", &c);
+  ASSERT_LIST(c.admin.allow_from, c.admin.nallow_from, "*");
+  assert_int_equal(c.admin.key_overlap_s, 0);
+  hd__config_free(&c);
+  assert_config_error("[admin]\nkey = short\n",
+                      "t.conf:2: bad value 'short' for key (want at least 32 characters)");
+  assert_config_error("[admin]\nallow_from = 10.0.0.0/33\n",
+                      "t.conf:2: bad item '10.0.0.0/33' in allow_from (want an IPv4 or IPv6 "
+                      "address, optionally with /prefix bits)");
+  assert_config_error("[admin]\nallow_from = example.com\n",
+                      "t.conf:2: bad item 'example.com' in allow_from (want an IPv4 or IPv6 "
+                      "address, optionally with /prefix bits)");
+  assert_config_error("[admin]\nallow_from = ::/129\n",
+                      "t.conf:2: bad item '::/129' in allow_from (want an IPv4 or IPv6 "
+                      "address, optionally with /prefix bits)");
+  assert_config_error("[admin]\nallow_from = 10.0.0.1/\n",
+                      "t.conf:2: bad item '10.0.0.1/' in allow_from (want an IPv4 or IPv6 "
+                      "address, optionally with /prefix bits)");
+  assert_config_error("[admin]\n[admin]\n",
+                      "t.conf:2: duplicate section [admin] (first at line 1)");
+  assert_config_error("[admin x]\n", "t.conf:1: section [admin] takes no name");
+  assert_config_error("[tenant a]\nmax_publish_rate = -1\n",
+                      "t.conf:2: max_publish_rate must be between 0 and 10000000");
+  assert_config_error("[tenant a]\npublish_burst = many\n",
+                      "t.conf:2: bad number 'many' for publish_burst");
+  unsigned char a[16];
+  int fam, bits;
+  assert_int_equal(hd__config_parse_cidr("10.1.2.3/16", a, &fam, &bits), 0);
+  assert_int_equal(fam, 4);
+  assert_int_equal(bits, 16);
+  assert_int_equal(a[0], 10);
+  assert_int_equal(a[3], 3);
+  assert_int_equal(hd__config_parse_cidr("fe80::1", a, &fam, &bits), 0);
+  assert_int_equal(fam, 6);
+  assert_int_equal(bits, 128);
+  assert_int_equal(hd__config_parse_cidr("0.0.0.0/0", a, &fam, &bits), 0);
+  assert_int_equal(bits, 0);
+  assert_int_equal(hd__config_parse_cidr("/8", a, &fam, &bits), HD_ECONFIG);
+  assert_int_equal(hd__config_parse_cidr("1.2.3.4/8x", a, &fam, &bits), HD_ECONFIG);
+}
+
 static void test_tenant_publish_key_rules(void **state) {
   (void)state;
   assert_config_error("[tenant a]\npublish_key = short\n",
@@ -1101,6 +1167,7 @@ int main(void) {
       cmocka_unit_test(test_tenant_lookup_misses_and_null),
       cmocka_unit_test(test_duplicate_tenant_is_an_error),
       cmocka_unit_test(test_tenant_publish_key_rules),
+      cmocka_unit_test(test_admin_section_and_publish_rate_cap),
       cmocka_unit_test(test_tenant_app_list_rules),
       cmocka_unit_test(test_self_register_must_be_subset_of_apps),
       cmocka_unit_test(test_allowed_origins_rules),
