@@ -2,7 +2,7 @@
 # Everything else here is a building block of those two.
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
-.PHONY: all deps browser-deps build build-asan run test fuzz fuzz-brief chaos bench clean
+.PHONY: all deps browser-deps smsc-deps build build-asan run test fuzz fuzz-brief chaos bench clean
 
 all: build
 
@@ -15,6 +15,14 @@ browser-deps: tests/browser/node_modules/.herald-installed
 
 tests/browser/node_modules/.herald-installed: tests/browser/package-lock.json | deps
 	cd tests/browser && npm ci --no-audit --no-fund
+	@touch $@
+
+# The npm `smpp` package (pinned by tests/smsc/package-lock.json) that tests/smsc/smsc.js runs as
+# the SMSC of the SMS / WAP Push integration tests; again whenever the lock file changes.
+smsc-deps: tests/smsc/node_modules/.herald-installed
+
+tests/smsc/node_modules/.herald-installed: tests/smsc/package-lock.json | deps
+	cd tests/smsc && npm ci --no-audit --no-fund
 	@touch $@
 
 build: deps
@@ -30,7 +38,7 @@ run: build
 	exec build/release/heraldd
 
 # Every fuzz target briefly, then the whole suite twice: release build, then ASan+UBSan build.
-test: build build-asan browser-deps
+test: build build-asan browser-deps smsc-deps
 	@$(MAKE) --no-print-directory fuzz-brief
 	cd build/release && ctest --output-on-failure -j $(JOBS) --timeout 900
 	cd build/asan && ctest --output-on-failure -j $(JOBS) --timeout 900

@@ -10,7 +10,14 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev fonts-dejavu-cor
       libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
       libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
       curl openssl python3 python3-zmq python3-msgpack lmdb-utils
-      chromium)
+      chromium
+      libwbxml2-dev libsmpp34-dev tshark)
+# libwbxml2 compiles WAP Push SI/SL to WBXML (transports/smpp/codec); libsmpp34 packs the submit_sm
+# PDUs and tshark dissects them in the SMS/WAP wire cross-check (tests/unit/test_wap_wire.c).
+# The sms/wappush transport (transports/smpp, smpp.so) links libsmpp34 too, and its integration
+# tests (tests/integration/test_smpp*.py) capture the SMPP traffic on lo with tshark (as root).
+# tshark's debconf question (wireshark-common/install-setuid) is answered by the
+# noninteractive frontend below: the default, no setuid dumpcap.
 # The browser tests run on node (>= 18, with `node --test`) and npm: Debian's, unless a node is
 # already installed (e.g. from another source, which brings its own npm).
 if ! command -v node >/dev/null 2>&1; then
