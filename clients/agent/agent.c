@@ -16,6 +16,7 @@
 #include "log.h"
 #include "release.h"
 #include "runner.h"
+#include "update.h"
 
 #define MAX_PARALLEL 64
 #define HANDLED_KEEP_MS (30ll * 86400 * 1000) /* backstop for never-confirmed acks */
@@ -31,8 +32,9 @@ struct agent {
   uv_loop_t *loop;
   const agent_conf *conf;
   inbox *ib;
+  updater *up;
   hdc_conn *conn;
-  int ready;
+  int ready, welcomed; /* welcomed: some connection of this run got its welcome */
   uv_timer_t reconnect, retry;
   hdc_backoff backoff;
   char alt_host[256];
@@ -87,12 +89,16 @@ static int64_t retry_delay_ms(const agent *a, uint32_t attempts) {
   return d > a->conf->retry_max_s * 1000 ? a->conf->retry_max_s * 1000 : d;
 }
 
+static void release_decided(agent *a, const note *n, int state, const char *by);
+
 static void job_failed(agent *a, note *n, const char *why) {
   n->attempts++;
   if (a->conf->max_attempts && n->attempts >= (uint32_t)a->conf->max_attempts) {
     n->state = NOTE_FAILED;
     hd__log(HD_LOG_WARN, "handler_gave_up", "id=%" PRIu64 " app=%s attempts=%u reason=%s",
             n->id, n->app, n->attempts, why);
+    /* Nobody answered the question: for the update flow that is a "no". */
+    if (n->kind == NOTE_RELEASE) release_decided(a, n, REL_DECLINED, NULL);
   } else {
     int64_t d = retry_delay_ms(a, n->attempts);
     n->next_try_ms = wall_ms() + d;
@@ -106,17 +112,29 @@ static void job_failed(agent *a, note *n, const char *why) {
   else if (n->state == NOTE_FAILED) ack(a, n->id);
 }
 
-static void record_release(agent *a, const note *n, int state) {
+static void record_release(agent *a, const note *n, int state, const char *json, size_t len) {
+  release_rec r = {.id = n->id, .state = (uint8_t)state, .updated_ms = wall_ms()};
+  snprintf(r.app, sizeof r.app, "%s", n->app);
+  int rc = inbox_release_put(a->ib, &r, json ? json : "null", json ? len : 4);
+  if (rc) hd__log(HD_LOG_ERROR, "store_failed", "id=%" PRIu64 " error=%s", n->id,
+                  hd_err_code(rc));
+}
+
+/* The notice got its answer (by = NULL: it stays a FAILED note, nothing to settle): recorded,
+ * handed to the update service, settled. Each step is idempotent, so a crash between two of
+ * them only repeats the first ones after the restart. */
+static void release_decided(agent *a, const note *n, int state, const char *by) {
   char *json = NULL;
   size_t len = 0;
   note tmp;
   inbox_get(a->ib, n->id, &tmp, &json, &len);
-  release_rec r = {.id = n->id, .state = (uint8_t)state, .updated_ms = wall_ms()};
-  snprintf(r.app, sizeof r.app, "%s", n->app);
-  int rc = inbox_release_put(a->ib, &r, json ? json : "null", json ? len : 4);
+  record_release(a, n, state, json, len);
+  if (by)
+    hd__log(HD_LOG_INFO, state == REL_ACCEPTED ? "release_accepted" : "release_declined",
+            "id=%" PRIu64 " app=%s%s%s", n->id, n->app, *by ? " by=" : "", by);
+  if (json) updater_notice_answered(a->up, n->id, json, state);
   free(json);
-  if (rc) hd__log(HD_LOG_ERROR, "store_failed", "id=%" PRIu64 " error=%s", n->id,
-                  hd_err_code(rc));
+  if (by) settle(a, n->id, n->app, release_state_name(state));
 }
 
 static void on_job_done(void *ud, int64_t status, int sig, int timed_out, int spawn_error) {
@@ -134,12 +152,9 @@ static void on_job_done(void *ud, int64_t status, int sig, int timed_out, int sp
     else if (sig) snprintf(why, sizeof why, "signal_%d", sig);
     else snprintf(why, sizeof why, "exit_%lld", (long long)status);
     if (j->kind == NOTE_RELEASE) {
-      int st = spawn_error ? 0 : release_answer(status, sig);
+      int st = spawn_error || timed_out ? 0 : release_answer(status, sig);
       if (st) {
-        record_release(a, &n, st);
-        hd__log(HD_LOG_INFO, st == REL_ACCEPTED ? "release_accepted" : "release_declined",
-                "id=%" PRIu64 " app=%s", n.id, n.app);
-        settle(a, n.id, n.app, release_state_name(st));
+        release_decided(a, &n, st, "");
       } else {
         job_failed(a, &n, why);
       }
@@ -169,17 +184,26 @@ static int start_job(agent *a, const note *n) {
       inbox_release_put(a->ib, &r, json, len);
     }
     if (release_next(r.state) != REL_DO_ASK) {
-      /* Decided before a crash, not yet settled: settle now. */
+      /* Decided before a crash, not yet settled: make sure its job exists, settle now. */
+      if (r.state == REL_ACCEPTED || r.state == REL_DECLINED)
+        updater_notice_answered(a->up, cur.id, json, r.state);
       settle(a, cur.id, cur.app, release_state_name(r.state));
       free(json);
       return 0;
     }
-    if (!a->conf->ask) { /* no hook: the answer is yes */
-      record_release(a, &cur, REL_ACCEPTED);
-      hd__log(HD_LOG_INFO, "release_accepted", "id=%" PRIu64 " app=%s by=default", cur.id,
-              cur.app);
-      settle(a, cur.id, cur.app, release_state_name(REL_ACCEPTED));
+    /* Nobody is asked about a version that is installed already or being updated to. */
+    int v = updater_notice_verdict(a->up, json);
+    if (v != -1 && v != UPD_OFFER_TAKE && v != UPD_OFFER_RESTART) {
+      record_release(a, &cur, REL_IGNORED, json, len);
+      hd__log(HD_LOG_INFO, "release_ignored", "id=%" PRIu64 " app=%s reason=%s", cur.id,
+              cur.app, v == UPD_OFFER_NOT_NEWER ? "not_newer" : "known");
+      settle(a, cur.id, cur.app, release_state_name(REL_IGNORED));
       free(json);
+      return 0;
+    }
+    if (!a->conf->ask) { /* no hook: the answer is yes */
+      free(json);
+      release_decided(a, &cur, REL_ACCEPTED, "default");
       return 0;
     }
     cmd = a->conf->ask;
@@ -352,6 +376,11 @@ static void on_ready(hdc_conn *c, void *ud, const hdc_frame *w) {
           a->alt_port ? a->alt_host : a->conf->host, a->alt_port ? a->alt_port : a->conf->port,
           w->heartbeat, w->window);
   ack_unconfirmed(a);
+  /* Notices sent while we were away are gone for good once they expired, and the broker may
+   * have released something meanwhile: ask. (The first welcome is covered by the check at
+   * start.) */
+  if (a->welcomed) updater_check(a->up, UPD_CHECK_RECONNECT);
+  a->welcomed = 1;
 }
 
 static void on_close(hdc_conn *c, void *ud, const hdc_close_info *why) {
@@ -443,6 +472,11 @@ int agent_new(uv_loop_t *loop, const agent_conf *conf, inbox *ib, agent **out) {
                              .max_ms = (uint32_t)conf->reconnect_max_s * 1000,
                              .rng = (uint64_t)wall_ms() * 6364136223846793005ull ^
                                     (uint64_t)getpid()};
+  int rc = updater_new(loop, conf, ib, &a->up);
+  if (rc) {
+    free(a);
+    return rc;
+  }
   uv_timer_init(loop, &a->reconnect);
   uv_timer_init(loop, &a->retry);
   a->reconnect.data = a->retry.data = a;
@@ -457,6 +491,7 @@ int agent_new(uv_loop_t *loop, const agent_conf *conf, inbox *ib, agent **out) {
   *out = a;
   connect_now(a);
   kick(a);
+  updater_check(a->up, UPD_CHECK_START);
   return 0;
 }
 
@@ -470,8 +505,17 @@ void agent_stop(agent *a) {
   uv_close((uv_handle_t *)&a->retry, on_timer_closed);
   for (int i = 0; i < MAX_PARALLEL; i++)
     if (a->jobs[i]) runner_stop(a->jobs[i]->r);
+  updater_stop(a->up);
+}
+
+void agent_update_check(agent *a) {
+  hd__log(HD_LOG_INFO, "update_check_requested", "by=signal");
+  updater_check(a->up, UPD_CHECK_USER);
 }
 
 int agent_exit_code(const agent *a) { return a->exit_code; }
 
-void agent_free(agent *a) { free(a); }
+void agent_free(agent *a) {
+  updater_free(a->up);
+  free(a);
+}

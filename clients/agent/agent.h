@@ -9,6 +9,9 @@
  * Reconnects: exponential backoff with jitter between reconnect_min and reconnect_max, reset
  * by a connection that got its welcome; a goaway's retry hint (and alternative address) is
  * followed; a deny "auth" or "version" is final (the process exits with status 3).
+ *
+ * Release notices, once answered, and update-check answers go to the update service
+ * (update.h), which the agent starts and stops with itself.
  * Loop thread only.
  */
 #ifndef HERALD_AGENT_H
@@ -27,6 +30,8 @@ int agent_new(uv_loop_t *loop, const agent_conf *conf, inbox *ib, agent **out);
 /* Stop: close the connection, stop running handlers (their notices stay pending), close every
  * handle; the loop then ends. */
 void agent_stop(agent *a);
+/* Ask the broker for updates now (SIGUSR1): see update.h. */
+void agent_update_check(agent *a);
 /* The process exit status the agent asks for (0, or 3 after a final deny). */
 int agent_exit_code(const agent *a);
 /* Free; after the loop has ended. */

@@ -23,6 +23,10 @@ void agent_conf_init(agent_conf *c) {
   c->reconnect_max_s = 300;
   c->parallel = 1;
   c->map_size = 64u << 20;
+  c->install_timeout_s = 600;
+  c->downloads = 4;
+  c->download_attempts = 10;
+  c->download_stall_s = 60;
 }
 
 static int set_str(char **slot, const char *v) {
@@ -48,25 +52,46 @@ static int set_num(int64_t *slot, const char *v, int64_t lo, int64_t hi) {
   return 0;
 }
 
+/* The broker's rule for versions (docs/protocols/releases.md): an inventory it would refuse
+ * would make every update-check fail. */
+static int valid_version(const char *v) {
+  size_t n = 0;
+  for (; v[n]; n++) {
+    char ch = v[n];
+    int alnum = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+    if (!alnum && !(n > 0 && (ch == '.' || ch == '-' || ch == '+' || ch == '_'))) return 0;
+  }
+  return n >= 1 && n <= 64;
+}
+
 int agent_conf_set(agent_conf *c, const char *section, const char *key, const char *value,
                    char *err, size_t errlen) {
   int bad = 0;
   const char *why = NULL;
   if (strncmp(section, "app ", 4) == 0) {
     const char *app = section + 4;
-    if (strcmp(key, "handler") != 0) {
-      snprintf(err, errlen, "unknown key '%s' in [%s] (only 'handler')", key, section);
+    int is_handler = strcmp(key, "handler") == 0;
+    if (!is_handler && strcmp(key, "installed") != 0) {
+      snprintf(err, errlen, "unknown key '%s' in [%s] (handler or installed)", key, section);
       return -1;
     }
-    for (size_t i = 0; i < c->nhandlers; i++)
-      if (strcmp(c->handlers[i].app, app) == 0) return set_str(&c->handlers[i].cmd, value);
-    agent_handler *v = realloc(c->handlers, (c->nhandlers + 1) * sizeof *v);
-    if (!v) return -1;
-    c->handlers = v;
-    v[c->nhandlers].app = strdup(app);
-    v[c->nhandlers].cmd = strdup(value);
-    c->nhandlers++;
-    return 0;
+    if (!is_handler && (strcmp(app, "*") == 0 || !valid_version(value))) {
+      snprintf(err, errlen, "installed: a version of one app (not [app *]): 1-64 of A-Z a-z 0-9 "
+                            ". _ + - starting with a letter or digit");
+      return -1;
+    }
+    agent_handler *h = NULL;
+    for (size_t i = 0; i < c->nhandlers && !h; i++)
+      if (strcmp(c->handlers[i].app, app) == 0) h = &c->handlers[i];
+    if (!h) {
+      agent_handler *v = realloc(c->handlers, (c->nhandlers + 1) * sizeof *v);
+      if (!v) return -1;
+      c->handlers = v;
+      h = &v[c->nhandlers++];
+      memset(h, 0, sizeof *h);
+      if (!(h->app = strdup(app))) return -1;
+    }
+    return set_str(is_handler ? &h->cmd : &h->installed, value);
   }
   if (*section) {
     snprintf(err, errlen, "unknown section [%s]", section);
@@ -99,6 +124,32 @@ int agent_conf_set(agent_conf *c, const char *section, const char *key, const ch
   else if (strcmp(key, "ask") == 0) {
     free(c->ask);
     c->ask = *value ? strdup(value) : NULL;
+  } else if (strcmp(key, "install") == 0) {
+    free(c->install);
+    c->install = *value ? strdup(value) : NULL;
+  } else if (strcmp(key, "http") == 0) {
+    if (*value && strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0)
+      why = "an http:// or https:// URL";
+    else {
+      free(c->http);
+      c->http = *value ? strdup(value) : NULL;
+    }
+  } else if (strcmp(key, "msisdn") == 0) {
+    const char *dg = *value == '+' ? value + 1 : value; /* E.164: 5 to 15 digits */
+    if (*value && (strlen(dg) < 5 || strlen(dg) > 15 || strspn(dg, "0123456789") != strlen(dg)))
+      why = "5 to 15 digits, optionally after a '+'";
+    else {
+      free(c->msisdn);
+      c->msisdn = *value ? strdup(value) : NULL;
+    }
+  } else if (strcmp(key, "install_timeout") == 0) {
+    if (set_dur(&c->install_timeout_s, value, 1, 86400)) why = "a duration of 1s to 1d";
+  } else if (strcmp(key, "download_stall") == 0) {
+    if (set_dur(&c->download_stall_s, value, 1, 86400)) why = "a duration of 1s to 1d";
+  } else if (strcmp(key, "downloads") == 0) {
+    if (set_num(&c->downloads, value, 1, 64)) why = "1 to 64";
+  } else if (strcmp(key, "download_attempts") == 0) {
+    if (set_num(&c->download_attempts, value, 0, 1000000)) why = "0 (retry forever) to 1000000";
   } else if (strcmp(key, "log_level") == 0) {
     if (hd__log_level_from_name(value) < 0) why = "debug, info, warn or error";
     else bad = set_str(&c->log_level, value);
@@ -235,6 +286,16 @@ int agent_conf_finish(agent_conf *c, char *err, size_t errlen) {
     }
     fclose(f);
   }
+  if (!c->http) { /* the broker's HTTP listener on its default port, on the same host */
+    const char *scheme = c->tls_ca ? "https" : "http";
+    int v6 = strchr(c->host, ':') != NULL;
+    if (asprintf(&c->http, "%s://%s%s%s:8470", scheme, v6 ? "[" : "", c->host, v6 ? "]" : "") <
+        0) {
+      c->http = NULL;
+      return -1;
+    }
+  }
+  for (size_t n = strlen(c->http); n > 0 && c->http[n - 1] == '/'; n--) c->http[n - 1] = 0;
   if (c->retry_max_s < c->retry_base_s) c->retry_max_s = c->retry_base_s;
   if (c->reconnect_max_s < c->reconnect_min_s) c->reconnect_max_s = c->reconnect_min_s;
   return 0;
@@ -243,6 +304,7 @@ int agent_conf_finish(agent_conf *c, char *err, size_t errlen) {
 const char *agent_conf_handler(const agent_conf *c, const char *app) {
   const char *any = NULL;
   for (size_t i = 0; i < c->nhandlers; i++) {
+    if (!c->handlers[i].cmd) continue; /* only an installed version */
     if (strcmp(c->handlers[i].app, app) == 0) return c->handlers[i].cmd;
     if (strcmp(c->handlers[i].app, "*") == 0) any = c->handlers[i].cmd;
   }
@@ -260,9 +322,13 @@ void agent_conf_free(agent_conf *c) {
   free(c->log_level);
   free(c->tls_ca);
   free(c->tls_name);
+  free(c->http);
+  free(c->install);
+  free(c->msisdn);
   for (size_t i = 0; i < c->nhandlers; i++) {
     free(c->handlers[i].app);
     free(c->handlers[i].cmd);
+    free(c->handlers[i].installed);
   }
   free(c->handlers);
   memset(c, 0, sizeof *c);

@@ -2,8 +2,10 @@
  * command-line flags that override it, both going through agent_conf_set().
  *
  * File format (the same as heraldd's): `key = value` lines, `#` comments (whole line, or after
- * a space), an optional "quoted value", sections `[app NAME]` holding `handler = COMMAND`;
- * `[app *]` is the handler of apps without their own. Durations are seconds or take s/m/h/d.
+ * a space), an optional "quoted value", sections `[app NAME]` holding `handler = COMMAND`
+ * and `installed = VERSION` (the app is on the device at that version when the agent first
+ * starts); `[app *]` is the handler of apps without their own. Durations are seconds or take
+ * s/m/h/d.
  *
  * Ownership: every string is owned by the agent_conf; agent_conf_free() releases them.
  */
@@ -14,8 +16,9 @@
 #include <stdint.h>
 
 typedef struct agent_handler {
-  char *app;   /* app id, or "*" */
-  char *cmd;   /* run with /bin/sh -c */
+  char *app;       /* app id, or "*" */
+  char *cmd;       /* run with /bin/sh -c; NULL: no handler of its own */
+  char *installed; /* the version installed before the agent's first start; NULL: none */
 } agent_handler;
 
 typedef struct agent_conf {
@@ -40,6 +43,14 @@ typedef struct agent_conf {
   char *log_level;           /* debug|info|warn|error, default info */
   char *tls_ca;              /* PEM CA file: TLS to the broker, verified against it; NULL: plain */
   char *tls_name;            /* name or address the certificate must carry; NULL: broker host */
+  /* the update service (update.h) */
+  char *http;                /* the broker's HTTP base URL; default http(s)://<broker host>:8470 */
+  char *install;             /* install hook; NULL: a verified package counts as installed */
+  int64_t install_timeout_s; /* an install hook running longer is killed; default 600 */
+  int64_t downloads;         /* package downloads at once; default 4 */
+  int64_t download_attempts; /* failed downloads in a row (no progress) before giving up; 10 */
+  int64_t download_stall_s;  /* a download slower than 1 byte/s this long is dropped; 60 */
+  char *msisdn;              /* sent with update-check; NULL: not sent */
 } agent_conf;
 
 /* Built-in defaults. */

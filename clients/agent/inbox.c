@@ -2,6 +2,7 @@
 #include "inbox.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 
 struct inbox {
   MDB_env *env;
-  MDB_dbi inbox, handled, releases;
+  MDB_dbi inbox, handled, releases, updates, inventory;
 };
 
 /* On-disk header of an inbox record (this device's own store: native byte order). */
@@ -73,12 +74,14 @@ int inbox_open(const char *data_dir, uint64_t map_size, inbox **out, char *err,
   MDB_txn *t = NULL;
   int rc = mdb_env_create(&ib->env);
   if (!rc) rc = mdb_env_set_mapsize(ib->env, (size_t)map_size);
-  if (!rc) rc = mdb_env_set_maxdbs(ib->env, 4);
+  if (!rc) rc = mdb_env_set_maxdbs(ib->env, 8);
   if (!rc) rc = mdb_env_open(ib->env, path, MDB_NOSUBDIR | MDB_NOTLS, 0600);
   if (!rc) rc = mdb_txn_begin(ib->env, NULL, 0, &t);
   if (!rc) rc = mdb_dbi_open(t, "inbox", MDB_CREATE, &ib->inbox);
   if (!rc) rc = mdb_dbi_open(t, "handled", MDB_CREATE, &ib->handled);
   if (!rc) rc = mdb_dbi_open(t, "releases", MDB_CREATE, &ib->releases);
+  if (!rc) rc = mdb_dbi_open(t, "updates", MDB_CREATE, &ib->updates);
+  if (!rc) rc = mdb_dbi_open(t, "inventory", MDB_CREATE, &ib->inventory);
   if (!rc) {
     rc = mdb_txn_commit(t);
     t = NULL;
@@ -423,6 +426,253 @@ int inbox_release_get(inbox *ib, uint64_t id, release_rec *r) {
   return rc;
 }
 
+/* ---- update jobs and the inventory: a format byte, then JSON (easy to extend) ---- */
+#define JOB_FORMAT 1
+
+static json_t *job_json(const upd_job *j) {
+  json_t *o = json_object();
+  char id[24];
+  snprintf(id, sizeof id, "%llu", (unsigned long long)j->notice);
+#define S(k, v) json_object_set_new(o, k, json_string(v))
+#define I(k, v) json_object_set_new(o, k, json_integer((json_int_t)(v)))
+  S("app", j->app);
+  S("version", j->version);
+  json_object_set_new(o, "code", j->has_code ? json_integer(j->code) : json_null());
+  I("size", j->size);
+  S("sha256", j->sha256);
+  S("url", j->url);
+  json_object_set_new(o, "notice", j->notice ? json_string(id) : json_null());
+  S("state", upd_state_name(j->state));
+  I("state_n", j->state);
+  I("attempts", j->attempts);
+  I("next_try", j->next_try_ms);
+  json_object_set_new(o, "restart", json_boolean(j->restart));
+  S("etag", j->etag);
+  S("store", j->store);
+  S("action", j->action);
+  S("from", j->from);
+  S("result", j->result);
+  S("reason", j->reason);
+  I("created", j->created_ms);
+  I("updated", j->updated_ms);
+#undef S
+#undef I
+  return o;
+}
+
+static void str_field(json_t *o, const char *k, char *dst, size_t cap) {
+  const char *v = json_string_value(json_object_get(o, k));
+  snprintf(dst, cap, "%s", v ? v : "");
+}
+
+static int job_parse(const MDB_val *v, upd_job *j) {
+  if (v->mv_size < 2 || ((const unsigned char *)v->mv_data)[0] != JOB_FORMAT) return HD_EIO;
+  json_t *o = json_loadb((const char *)v->mv_data + 1, v->mv_size - 1, 0, NULL);
+  if (!o) return HD_EIO;
+  memset(j, 0, sizeof *j);
+  str_field(o, "app", j->app, sizeof j->app);
+  str_field(o, "version", j->version, sizeof j->version);
+  json_t *code = json_object_get(o, "code");
+  j->has_code = json_is_integer(code);
+  j->code = j->has_code ? json_integer_value(code) : 0;
+  j->size = json_integer_value(json_object_get(o, "size"));
+  str_field(o, "sha256", j->sha256, sizeof j->sha256);
+  str_field(o, "url", j->url, sizeof j->url);
+  const char *n = json_string_value(json_object_get(o, "notice"));
+  j->notice = n ? strtoull(n, NULL, 10) : 0;
+  j->state = (int)json_integer_value(json_object_get(o, "state_n"));
+  j->attempts = (uint32_t)json_integer_value(json_object_get(o, "attempts"));
+  j->next_try_ms = json_integer_value(json_object_get(o, "next_try"));
+  j->restart = json_is_true(json_object_get(o, "restart"));
+  str_field(o, "etag", j->etag, sizeof j->etag);
+  str_field(o, "store", j->store, sizeof j->store);
+  str_field(o, "action", j->action, sizeof j->action);
+  str_field(o, "from", j->from, sizeof j->from);
+  str_field(o, "result", j->result, sizeof j->result);
+  str_field(o, "reason", j->reason, sizeof j->reason);
+  j->created_ms = json_integer_value(json_object_get(o, "created"));
+  j->updated_ms = json_integer_value(json_object_get(o, "updated"));
+  json_decref(o);
+  return 0;
+}
+
+/* "<app>\0<version>" */
+static size_t job_key(const char *app, const char *version, char *buf, size_t cap) {
+  size_t a = strlen(app), v = strlen(version);
+  if (a + 1 + v > cap) return 0;
+  memcpy(buf, app, a);
+  buf[a] = 0;
+  memcpy(buf + a + 1, version, v);
+  return a + 1 + v;
+}
+
+static int put_json(MDB_txn *t, MDB_dbi dbi, MDB_val *k, json_t *o) {
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text) return HD_ENOMEM;
+  size_t len = strlen(text);
+  MDB_val v = {len + 1, NULL};
+  int rc = hd_err_from_mdb(mdb_put(t, dbi, k, &v, MDB_RESERVE));
+  if (!rc) {
+    ((unsigned char *)v.mv_data)[0] = JOB_FORMAT;
+    memcpy((char *)v.mv_data + 1, text, len);
+  }
+  free(text);
+  return rc;
+}
+
+static int job_put_txn(inbox *ib, MDB_txn *t, const upd_job *j) {
+  char kb[UPD_APP_MAX + UPD_VERSION_MAX + 2];
+  MDB_val k = {job_key(j->app, j->version, kb, sizeof kb), kb};
+  if (!k.mv_size) return HD_EINVAL;
+  return put_json(t, ib->updates, &k, job_json(j));
+}
+
+int inbox_job_put(inbox *ib, const upd_job *j) {
+  MDB_txn *t;
+  int rc = wbegin(ib, &t);
+  if (rc) return rc;
+  return finish(t, job_put_txn(ib, t, j));
+}
+
+int inbox_job_get(inbox *ib, const char *app, const char *version, upd_job *j) {
+  char kb[UPD_APP_MAX + UPD_VERSION_MAX + 2];
+  MDB_val k = {job_key(app, version, kb, sizeof kb), kb}, v;
+  if (!k.mv_size) return HD_ENOTFOUND;
+  MDB_txn *t;
+  int rc = rbegin(ib, &t);
+  if (rc) return rc;
+  int x = mdb_get(t, ib->updates, &k, &v);
+  rc = x == MDB_NOTFOUND ? HD_ENOTFOUND : x ? hd_err_from_mdb(x) : job_parse(&v, j);
+  mdb_txn_abort(t);
+  return rc;
+}
+
+int inbox_job_each(inbox *ib, int (*cb)(void *ud, const upd_job *j), void *ud) {
+  MDB_txn *t;
+  MDB_cursor *c;
+  MDB_val k, v;
+  upd_job *all = NULL;
+  size_t n = 0, cap = 0;
+  int rc = rbegin(ib, &t);
+  if (rc) return rc;
+  if ((rc = hd_err_from_mdb(mdb_cursor_open(t, ib->updates, &c)))) {
+    mdb_txn_abort(t);
+    return rc;
+  }
+  for (int r = mdb_cursor_get(c, &k, &v, MDB_FIRST); r == 0;
+       r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      upd_job *nv = realloc(all, cap * sizeof *nv);
+      if (!nv) {
+        rc = HD_ENOMEM;
+        break;
+      }
+      all = nv;
+    }
+    if (job_parse(&v, &all[n]) == 0) n++;
+  }
+  mdb_cursor_close(c);
+  mdb_txn_abort(t);
+  for (size_t i = 0; i < n && !rc; i++)
+    if (cb(ud, &all[i])) break;
+  free(all);
+  return rc;
+}
+
+static json_t *inv_json(const inv_entry *e) {
+  return json_pack("{s:s,s:o,s:I}", "version", e->version, "code",
+                   e->has_code ? json_integer(e->code) : json_null(), "updated",
+                   (json_int_t)e->updated_ms);
+}
+
+static int inv_parse(const MDB_val *k, const MDB_val *v, inv_entry *e) {
+  if (v->mv_size < 2 || ((const unsigned char *)v->mv_data)[0] != JOB_FORMAT) return HD_EIO;
+  json_t *o = json_loadb((const char *)v->mv_data + 1, v->mv_size - 1, 0, NULL);
+  if (!o) return HD_EIO;
+  memset(e, 0, sizeof *e);
+  size_t al = k->mv_size < UPD_APP_MAX ? k->mv_size : UPD_APP_MAX;
+  memcpy(e->app, k->mv_data, al);
+  str_field(o, "version", e->version, sizeof e->version);
+  json_t *code = json_object_get(o, "code");
+  e->has_code = json_is_integer(code);
+  e->code = e->has_code ? json_integer_value(code) : 0;
+  e->updated_ms = json_integer_value(json_object_get(o, "updated"));
+  json_decref(o);
+  return 0;
+}
+
+static int inv_put_txn(inbox *ib, MDB_txn *t, const inv_entry *e) {
+  MDB_val k = {strlen(e->app), (void *)e->app};
+  if (!k.mv_size) return HD_EINVAL;
+  return put_json(t, ib->inventory, &k, inv_json(e));
+}
+
+int inbox_job_installed(inbox *ib, const upd_job *j, const inv_entry *e) {
+  MDB_txn *t;
+  int rc = wbegin(ib, &t);
+  if (rc) return rc;
+  rc = job_put_txn(ib, t, j);
+  if (!rc) rc = inv_put_txn(ib, t, e);
+  return finish(t, rc);
+}
+
+int inbox_inv_put(inbox *ib, const inv_entry *e) {
+  MDB_txn *t;
+  int rc = wbegin(ib, &t);
+  if (rc) return rc;
+  return finish(t, inv_put_txn(ib, t, e));
+}
+
+int inbox_inv_get(inbox *ib, const char *app, inv_entry *e) {
+  MDB_val k = {strlen(app), (void *)app}, v;
+  if (!k.mv_size) return HD_ENOTFOUND;
+  MDB_txn *t;
+  int rc = rbegin(ib, &t);
+  if (rc) return rc;
+  int x = mdb_get(t, ib->inventory, &k, &v);
+  rc = x == MDB_NOTFOUND ? HD_ENOTFOUND : x ? hd_err_from_mdb(x) : inv_parse(&k, &v, e);
+  mdb_txn_abort(t);
+  return rc;
+}
+
+int inbox_inv_all(inbox *ib, inv_entry **out, size_t *nout) {
+  MDB_txn *t;
+  MDB_cursor *c;
+  MDB_val k, v;
+  inv_entry *all = NULL;
+  size_t n = 0, cap = 0;
+  int rc = rbegin(ib, &t);
+  if (rc) return rc;
+  if ((rc = hd_err_from_mdb(mdb_cursor_open(t, ib->inventory, &c)))) {
+    mdb_txn_abort(t);
+    return rc;
+  }
+  for (int r = mdb_cursor_get(c, &k, &v, MDB_FIRST); r == 0 && !rc;
+       r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      inv_entry *nv = realloc(all, cap * sizeof *nv);
+      if (!nv) {
+        rc = HD_ENOMEM;
+        break;
+      }
+      all = nv;
+    }
+    if (inv_parse(&k, &v, &all[n]) == 0) n++;
+  }
+  mdb_cursor_close(c);
+  mdb_txn_abort(t);
+  if (rc) {
+    free(all);
+    return rc;
+  }
+  *out = all;
+  *nout = n;
+  return 0;
+}
+
 static const char *const state_names[] = {"pending", "unrouted", "failed"};
 
 int inbox_dump(inbox *ib, FILE *f) {
@@ -467,6 +717,38 @@ int inbox_dump(inbox *ib, FILE *f) {
               (unsigned long long)id_of(&k), rr.app, release_state_name(rr.state),
               (long long)rr.updated_ms,
               (int)(v.mv_size - sizeof rr), (const char *)v.mv_data + sizeof rr);
+    }
+    mdb_cursor_close(c);
+  }
+  if (mdb_cursor_open(t, ib->updates, &c) == 0) {
+    for (int r = mdb_cursor_get(c, &k, &v, MDB_FIRST); r == 0;
+         r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      upd_job j;
+      if (job_parse(&v, &j)) continue;
+      json_t *o = job_json(&j);
+      if (!o) continue;
+      json_object_set_new(o, "db", json_string("updates"));
+      json_object_del(o, "state_n");
+      char *s = json_dumps(o, JSON_COMPACT);
+      json_decref(o);
+      if (s) fprintf(f, "%s\n", s);
+      free(s);
+    }
+    mdb_cursor_close(c);
+  }
+  if (mdb_cursor_open(t, ib->inventory, &c) == 0) {
+    for (int r = mdb_cursor_get(c, &k, &v, MDB_FIRST); r == 0;
+         r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      inv_entry e;
+      if (inv_parse(&k, &v, &e)) continue;
+      json_t *o = inv_json(&e);
+      if (!o) continue;
+      json_object_set_new(o, "db", json_string("inventory"));
+      json_object_set_new(o, "app", json_string(e.app));
+      char *s = json_dumps(o, JSON_COMPACT);
+      json_decref(o);
+      if (s) fprintf(f, "%s\n", s);
+      free(s);
     }
     mdb_cursor_close(c);
   }

@@ -7,7 +7,11 @@
  *             handler reads.
  *   handled   ids whose handler succeeded, until the broker confirms the ack ("acked"): a
  *             redelivered id found here is acked again, never handled twice.
- *   releases  release notices and where their update flow stands (release.h).
+ *   releases  release notices: the ask hook's answer (release.h).
+ *   updates   update jobs, one per (app, version): where each stands (release.h). Key
+ *             "<app>\0<version>"; value a format byte and the job as JSON.
+ *   inventory what is installed: app -> {"version", "code"}; seeded from the settings, then
+ *             written by successful installs (in the same transaction as their job).
  *
  * Every write is its own synchronous LMDB transaction (durable when the call returns). One
  * thread only (the agent's loop). Errors: 0 or a negative HD_E* code (herald/error.h).
@@ -18,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "release.h"
 
 enum note_state {
   NOTE_PENDING = 0,  /* waiting for its handler (or its retry) */
@@ -78,7 +84,31 @@ typedef struct release_rec {
 int inbox_release_put(inbox *ib, const release_rec *r, const char *json, size_t len);
 int inbox_release_get(inbox *ib, uint64_t id, release_rec *r);
 
-/* Write every inbox note, handled id and release as JSON lines (for --dump). */
+/* ---- update jobs and the inventory ---- */
+typedef struct inv_entry {
+  char app[UPD_APP_MAX + 1];
+  char version[UPD_VERSION_MAX + 1];
+  int has_code;
+  int64_t code;
+  int64_t updated_ms;
+} inv_entry;
+
+int inbox_job_put(inbox *ib, const upd_job *j);
+/* HD_ENOTFOUND when (app, version) has no job. */
+int inbox_job_get(inbox *ib, const char *app, const char *version, upd_job *j);
+/* Call cb for every job (app order); a non-zero return stops the walk. Callbacks may write. */
+int inbox_job_each(inbox *ib, int (*cb)(void *ud, const upd_job *j), void *ud);
+/* A successful install: the job and the inventory entry in one transaction. */
+int inbox_job_installed(inbox *ib, const upd_job *j, const inv_entry *e);
+
+/* HD_ENOTFOUND when the app is not installed. */
+int inbox_inv_get(inbox *ib, const char *app, inv_entry *e);
+int inbox_inv_put(inbox *ib, const inv_entry *e);
+/* Every entry, app order; *out is malloc'd (caller frees). */
+int inbox_inv_all(inbox *ib, inv_entry **out, size_t *n);
+
+/* Write every inbox note, handled id, release, update job and inventory entry as JSON lines
+ * (for --dump). */
 int inbox_dump(inbox *ib, FILE *f);
 
 #endif
