@@ -485,7 +485,10 @@ static void x_drain(xfer *x) {
       x_linger_check(x);
       return;
     }
-    x_finish(x, n == 0 ? "complete" : "closed");
+    /* An EOF is a download only if the client acknowledged every byte first: a relay or a
+     * client that gives up mid-way may close its side (FIN) while megabytes of ours are still
+     * unacknowledged in the kernel; that is a cut, not a download. */
+    x_finish(x, n == 0 && unacked(x) == 0 ? "complete" : "closed");
     return;
   }
 }

@@ -149,7 +149,12 @@ class Throttle:
             except OSError:
                 return
             try:
-                u = socket.create_connection(("127.0.0.1", self.target))
+                # A small receive buffer towards the broker: otherwise the kernel would take
+                # (and acknowledge) megabytes the throttle has not passed on, and the broker
+                # would count a download complete that the client never got.
+                u = socket.socket()
+                u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                u.connect(("127.0.0.1", self.target))
             except OSError:
                 c.close()
                 continue
