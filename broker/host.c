@@ -78,11 +78,12 @@ static int h_device_auth(hd_plugin *p, const char *device_id, const char *token,
   /* Unknown device or an old generation: the same answer, so a token reveals nothing. */
   if (rc == HD_ENOTFOUND || (rc == 0 && sd.gen != gen)) return HD_EAUTH;
   if (rc) return rc;
-  hd_device *d = calloc(1, sizeof *d);
+  size_t idlen = strlen(device_id);
+  hd_device *d = calloc(1, sizeof *d + idlen + 1);
   if (!d) return HD_ENOMEM;
   d->tenant = t;
   d->dev_num = sd.dev_num;
-  snprintf(d->id, sizeof d->id, "%s", device_id);
+  memcpy(d->id, device_id, idlen + 1);
   *out = d;
   return 0;
 }

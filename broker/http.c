@@ -33,6 +33,7 @@
  */
 #include "http.h"
 
+#include <dirent.h> /* the fuzz feed's spool directory */
 #include <fcntl.h>
 #include <errno.h>
 #include <http_parser.h>
@@ -176,7 +177,6 @@ struct hd_http_conn {
   uint32_t magic;
   uv_tcp_t tcp;
   uv_timer_t timer;
-  uv_shutdown_t shutdown;
   http_parser parser;
   hd_http_server *s;
   hd_http_conn *prev;
@@ -599,6 +599,7 @@ static int req_extract_params(hd_http_req *r, const route *rt) {
 
 static void conn_on_shutdown(uv_shutdown_t *req, int status) {
   hd_http_conn *c = req->handle->data;
+  free(req); /* allocated at shutdown: most connections never get here */
   if (c->closing) return;
   if (status < 0 || c->peer_eof) {
     conn_close(c);
@@ -625,7 +626,11 @@ static void conn_on_write(uv_write_t *req, int status) {
     return;
   }
   if (last) {
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) conn_close(c);
+    uv_shutdown_t *sd = malloc(sizeof *sd);
+    if (!sd || uv_shutdown(sd, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) {
+      free(sd);
+      conn_close(c);
+    }
     return;
   }
   /* Parsing waits while the client leaves our answers unread (see conn_parse); this write
@@ -1982,6 +1987,44 @@ const char *hd__http_peer(const hd_http_req *r) {
   return r->c->peer;
 }
 
+/* A held request keeps only what its answer needs (the Origin to echo; the verdicts and the
+ * version are fields of their own) and its path (for logs): its URL, parameters, query, other
+ * headers and body go. A held long-poll's parsed request was over half of what it cost (docs/PERFORMANCE.md). */
+static void req_strip(hd_http_req *r) {
+  if (r->spool) return; /* a spooled body's request is still being read */
+  size_t keep = r->nheaders;
+  for (size_t i = 0; i < r->nheaders; i++)
+    if (r->cors > 0 && keep == r->nheaders && r->headers[i].name.p &&
+        strcasecmp(r->headers[i].name.p, "Origin") == 0)
+      keep = i;
+  for (size_t i = 0; i < r->nheaders; i++) {
+    if (i == keep) continue;
+    free(r->headers[i].name.p);
+    free(r->headers[i].value.p);
+  }
+  if (keep < r->nheaders) {
+    hd_hdr h = r->headers[keep];
+    hd_hdr *one = realloc(r->headers, sizeof *one);
+    if (one) r->headers = one;
+    r->headers[0] = h;
+    r->nheaders = r->capheaders = 1;
+  } else {
+    free(r->headers);
+    r->headers = NULL;
+    r->nheaders = r->capheaders = 0;
+  }
+  free(r->url.p);
+  memset(&r->url, 0, sizeof r->url);
+  kv_free(r->params, r->nparams);
+  r->params = NULL;
+  r->nparams = 0;
+  kv_free(r->query, r->nquery);
+  r->query = NULL;
+  r->nquery = 0;
+  free(r->body.p);
+  memset(&r->body, 0, sizeof r->body);
+}
+
 void hd__http_hold(hd_http_req *r, hd_http_abort_cb cb, void *ud) {
   req_check(r);
   HTTP_CHECK(r->c->active == r);
@@ -1989,6 +2032,7 @@ void hd__http_hold(hd_http_req *r, hd_http_abort_cb cb, void *ud) {
   r->held = 1;
   r->abort_cb = cb;
   r->abort_ud = ud;
+  req_strip(r);
 }
 
 void hd__http_reply(hd_http_req *r, int status, const char *content_type, const char *body,
@@ -2028,6 +2072,12 @@ static void reply_common(hd_http_req *r, int status, const char *content_type,
     sbuf_adds(&hdrs, "Vary: Origin\r\n");
     if (extra_headers) sbuf_adds(&hdrs, extra_headers);
     extra_headers = hdrs.p;
+  }
+  /* HEAD: the head announces the body's length, the body is not sent (RFC 9112 6.3); an
+   * error answer's JSON after it would read as the next response on the connection. */
+  if (!take && announce == HTTP_LEN_OF_BODY && strcmp(r->method, "HEAD") == 0) {
+    announce = len;
+    len = 0;
   }
   /* Set before the write: conn_send() must leave out TLS close_notify, and a failed write
    * closes the connection, whose end then tells the taker. */
@@ -2169,6 +2219,92 @@ static int fz_origin(void *ud, hd_http_req *r, const char *origin) {
   return strcmp(origin, "http://ok.example") == 0;
 }
 
+/* Spooled uploads go to a directory of this process's own, made on first use: after each
+ * feed it must be empty again (a file left behind is a leak), and the handler checks that the
+ * file holds exactly the body it was told of (size and SHA-256). */
+static char fz_spool_dir[256];
+
+static void fz_spool_rmdir(void) { rmdir(fz_spool_dir); }
+
+static const char *fz_spool_dir_get(void) {
+  if (!fz_spool_dir[0]) {
+    const char *t = getenv("TMPDIR");
+    snprintf(fz_spool_dir, sizeof fz_spool_dir, "%s/herald-fuzz-spool-XXXXXX",
+             t && *t ? t : "/tmp");
+    HTTP_CHECK(mkdtemp(fz_spool_dir) != NULL);
+    atexit(fz_spool_rmdir);
+  }
+  return fz_spool_dir;
+}
+
+static int fz_spool_files(void) {
+  DIR *d = opendir(fz_spool_dir);
+  HTTP_CHECK(d != NULL);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+  closedir(d);
+  return n;
+}
+
+static int fz_admit(void *ud, hd_http_req *r, const char **message) {
+  (void)ud;
+  if (!hd__http_query(r, "deny")) return 0;
+  *message = "refused before the body";
+  return HD_EAUTH;
+}
+
+static void fz_upload(void *ud, hd_http_req *r) {
+  (void)ud;
+  uint64_t size, got = 0;
+  unsigned char sha[32], mine[32];
+  const char *path = hd__http_spool(r, &size, sha);
+  HTTP_CHECK(path != NULL);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  HTTP_CHECK(fd >= 0);
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  HTTP_CHECK(md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1);
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    HTTP_CHECK(EVP_DigestUpdate(md, buf, (size_t)n) == 1);
+    got += (uint64_t)n;
+  }
+  close(fd);
+  unsigned len = 0;
+  HTTP_CHECK(n == 0 && EVP_DigestFinal_ex(md, mine, &len) == 1 && len == 32);
+  EVP_MD_CTX_free(md);
+  HTTP_CHECK(got == size && memcmp(sha, mine, 32) == 0);
+  if (hd__http_query(r, "keep")) {
+    hd__http_spool_keep(r);
+    HTTP_CHECK(unlink(path) == 0); /* the handler's file now */
+  }
+  char body[64];
+  int bl = snprintf(body, sizeof body, "{\"size\": %llu}", (unsigned long long)size);
+  hd__http_reply(r, 201, "application/json", body, (size_t)bl);
+}
+
+/* A body sent by whoever takes the socket (as downloads do), or the head alone for HEAD. */
+static void fz_take(void *ud, int sock, struct ssl_st *ssl) {
+  static const char zeros[64];
+  HTTP_CHECK(ssl == NULL); /* no TLS here */
+  if (sock < 0) return;
+  /* A short write is the client's loss: it sees the end of the connection early. */
+  ssize_t n = write(sock, zeros, (size_t)(uintptr_t)ud);
+  (void)n;
+  close(sock);
+}
+
+static void fz_stream(void *ud, hd_http_req *r) {
+  (void)ud;
+  const char *q = hd__http_query(r, "n");
+  size_t n = q ? strtoul(q, NULL, 10) % 65 : 5;
+  int head = strcmp(hd__http_method(r), "HEAD") == 0;
+  hd__http_reply_stream(r, 200, "application/octet-stream", "Accept-Ranges: bytes\r\n", n,
+                        head ? NULL : fz_take, (void *)(uintptr_t)n);
+}
+
 static void fz_server_closed(hd_http_server *s) { (void)s; }
 
 int hd__http_fuzz_feed(const uint8_t *data, size_t len) {
@@ -2190,6 +2326,10 @@ int hd__http_fuzz_feed(const uint8_t *data, size_t len) {
   HTTP_CHECK(hd__http_route(z->s, "POST", "/v1/echo", fz_echo, z) == 0);
   HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/err", fz_err, z) == 0);
   HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/devices/{device}/messages", fz_hold, z) == 0);
+  HTTP_CHECK(hd__http_route_spool(z->s, "POST", "/v1/upload/{name}", fz_upload, z,
+                                  fz_spool_dir_get(), 8192, fz_admit) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "GET", "/v1/stream", fz_stream, z) == 0);
+  HTTP_CHECK(hd__http_route(z->s, "HEAD", "/v1/stream", fz_stream, z) == 0);
   hd__http_set_cors(z->s, fz_origin, z);
   uv_timer_init(&z->loop, &z->later);
   uv_timer_init(&z->loop, &z->guard);
@@ -2228,6 +2368,7 @@ out:
   HTTP_CHECK(z->held == NULL);
   hd__http_free(z->s);
   HTTP_CHECK(uv_loop_close(&z->loop) == 0); /* a handle left open is a leak */
+  HTTP_CHECK(fz_spool_files() == 0);         /* so is an upload's file */
   free(z);
   return rc;
 }

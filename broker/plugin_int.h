@@ -31,7 +31,7 @@ struct hd_batch {
 struct hd_device {
   hd_tenant *tenant;
   uint64_t dev_num;
-  char id[HD_STORE_MAX_ID + 1];
+  char id[]; /* sized to the id: one is kept per held poll and per connection */
 };
 
 typedef struct hd_post {

@@ -167,7 +167,9 @@ typedef struct hd_host {
   const char *(*http_body)(hd_http_req *r, size_t *len);
   /* The bearer token of the Authorization header, or NULL. */
   const char *(*http_bearer)(hd_http_req *r);
-  /* Hold the request: cb runs if the client disconnects or the broker stops first. */
+  /* Hold the request: cb runs if the client disconnects or the broker stops first. Read what
+   * you need first: from 1.1 on, holding releases the request's path parameters, query,
+   * headers (except Origin) and body (a held request then costs only what its answer needs). */
   void (*http_hold)(hd_http_req *r, hd_http_abort_cb cb, void *ud);
   /* Answer; the broker copies body. After this call r is gone. */
   void (*http_reply)(hd_http_req *r, int status, const char *content_type,
