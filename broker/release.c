@@ -467,6 +467,29 @@ static int add_apply(hd_store *s, MDB_txn *t, hd_op *op, int64_t now_ms) {
     return 0;
   }
   if (rc != HD_ENOTFOUND) return rc;
+  /* Version codes order releases only when every release of the app has one: mixing coded and
+   * uncoded releases makes the order intransitive ("2" code 1 < "1" code 2 < "1.5" < "2"), so
+   * which release update-check offers would depend on scan order. One rule per app. */
+  {
+    MDB_cursor *cur;
+    unsigned char pk[4];
+    hd_be32(pk, app_num);
+    if ((rc = mdb_cursor_open(t, rs->rel, &cur))) return hd_err_from_mdb(rc);
+    MDB_val ck = MV(pk, 4), cv;
+    int mixed = 0;
+    rc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE);
+    if (rc == 0 && ck.mv_size >= 4 && hd_rd32(ck.mv_data) == app_num) {
+      hd_release first;
+      if (rec_decode(&cv, &first) == 0 && !first.has_code != !c->rel.has_code) mixed = 1;
+    }
+    mdb_cursor_close(cur);
+    if (mixed) {
+      op->reason = c->rel.has_code
+                       ? "this app's releases have no version code: leave code out"
+                       : "this app's releases have version codes: give code too";
+      return HD_EINVAL;
+    }
+  }
   c->rel.created_ms = now_ms;
   c->created = 1;
   unsigned char kb[4 + HD_REL_MAX_VERSION], vb[REC_HDR + HD_REL_MAX_NOTES], ab[8], fb[12];

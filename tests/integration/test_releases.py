@@ -220,7 +220,13 @@ class Releases(H.HeraldTestCase):
         self.assertEqual([u["app"] for u in self.check(
             d, "tablet", tother, [{"app": "mail", "version": "1.1.0"}],
             msisdn="+49 151 0000 0001")], ["store"])  # required, and missing
-        self.upload(d, KEY_A, "mail", "1.2.0", b"third" * 1000, "&rollout=100&code=120")
+        # mail's releases have no version code: one with a code would make the order
+        # intransitive, so it is refused (and nothing is stored).
+        r = H.curl("POST", d.u("/v1/apps/mail/releases?version=1.2.0&code=120"),
+                   b"third" * 1000, token=KEY_A, headers=["Content-Type: application/octet-stream"])
+        self.assertJsonError(r, 400)
+        self.assertIn("version code", r.json()["message"])
+        self.upload(d, KEY_A, "mail", "1.2.0", b"third" * 1000, "&rollout=100")
         H.wait_for(lambda: [n["version"] for n in
                             self.notices(d, {"tablet": tother}, "n2")["tablet"]] == ["1.2.0"],
                    what="notice to the inventory-only device")
