@@ -88,6 +88,8 @@ struct ipc {
   const hd_host *h;
   hd_plugin *self;
   uv_loop_t *loop;
+  uint64_t *ackq;       /* acks of the read being handled (handle_ack, ack_flush) */
+  size_t nackq, capackq;
   /* config */
   const char *listen_addr;
   int64_t heartbeat_s, idle_s, hello_s, max_frame, send_buffer, slow_grace_s, max_inflight,
@@ -530,20 +532,45 @@ static void take_acked(conn *c, uint64_t id) {
   }
 }
 
+/* Acks of one read are gathered (in the transport's one buffer: a read is handled to the end
+ * before the next connection's) and go to the broker as one ack when the read is done: a
+ * client that acks every message separately then costs one store write per read, not one per
+ * message. */
 static void handle_ack(conn *c, const hdc_frame *f) {
   ipc *t = T(c);
-  ack_req *a = malloc(sizeof *a + f->nids * sizeof(uint64_t));
+  if (t->nackq + f->nids > t->capackq) {
+    size_t cap = (t->nackq + f->nids) * 2 + 64;
+    uint64_t *q = realloc(t->ackq, cap * sizeof *q);
+    if (!q) {
+      goaway(c, "internal", "out of memory", t->goaway_retry_s, NULL);
+      return;
+    }
+    t->ackq = q;
+    t->capackq = cap;
+  }
+  size_t n = hdc_frame_ids(f, t->ackq + t->nackq, f->nids);
+  for (size_t i = 0; i < n; i++) take_acked(c, t->ackq[t->nackq + i]);
+  t->nackq += n;
+  if (c->ninfl == 0) {
+    free(c->infl);
+    c->infl = NULL;
+  }
+}
+
+/* The read is done: hand its acks to the broker in one go. */
+static void ack_flush(conn *c) {
+  ipc *t = T(c);
+  size_t n = t->nackq;
+  t->nackq = 0;
+  if (!n || (c->flags & F_CLOSED)) return; /* closed: they stay pending and come again */
+  ack_req *a = malloc(sizeof *a + n * sizeof(uint64_t));
   if (!a) {
     goaway(c, "internal", "out of memory", t->goaway_retry_s, NULL);
     return;
   }
   a->c = c;
-  a->n = (uint32_t)hdc_frame_ids(f, a->ids, f->nids);
-  for (uint32_t i = 0; i < a->n; i++) take_acked(c, a->ids[i]);
-  if (c->ninfl == 0) {
-    free(c->infl);
-    c->infl = NULL;
-  }
+  a->n = (uint32_t)n;
+  memcpy(a->ids, t->ackq, n * sizeof *a->ids);
   int rc = t->h->ack(t->self, c->dev, a->ids, a->n, on_acked, a);
   if (rc) {
     free(a); /* shutting down: the messages stay pending and come again */
@@ -770,7 +797,10 @@ static void on_conn_io(uv_poll_t *p, int status, int events) {
     return;
   }
   if (events & UV_WRITABLE) flush(c);
-  if (!(c->flags & F_CLOSED) && (events & (UV_READABLE | UV_DISCONNECT))) do_read(c);
+  if (!(c->flags & F_CLOSED) && (events & (UV_READABLE | UV_DISCONNECT))) {
+    do_read(c);
+    ack_flush(c);
+  }
   if (!(c->flags & F_CLOSED)) flush(c);
 }
 
@@ -1154,6 +1184,7 @@ static void ipc_destroy(void *state) {
   for (uint32_t i = 0; i < t->nconns; i++) free(t->conns[i]);
   free(t->conns);
   free(t->dtab);
+  free(t->ackq);
   SSL_CTX_free(t->tls);
   free(t);
 }
