@@ -10,6 +10,8 @@
 #include "clock.h"
 #include "herald/error.h"
 
+#define HD_EVENTS_SNDHWM 100000
+
 struct hd_events {
   char endpoint[256];
   void *sock;
@@ -32,6 +34,12 @@ int hd__events_open(void *zctx, const char *endpoint, hd_events **out, char *err
   int zero = 0;
   if (!e->sock) goto fail;
   zmq_setsockopt(e->sock, ZMQ_LINGER, &zero, sizeof zero);
+  /* Bursts are normal (a broadcast's receipts, a fan-out's deliveries): with libzmq's default
+   * of 1,000 queued per subscriber a reading subscriber still lost events in a 20,000-SMS
+   * burst. 100,000 (about 15 MB for a subscriber that stops reading) absorbs them; a
+   * subscriber that falls further behind loses events, as PUB/SUB always does. */
+  int hwm = HD_EVENTS_SNDHWM;
+  zmq_setsockopt(e->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
   if (zmq_bind(e->sock, endpoint) != 0) goto fail;
   size_t eplen = sizeof e->endpoint;
   if (zmq_getsockopt(e->sock, ZMQ_LAST_ENDPOINT, e->endpoint, &eplen) != 0)

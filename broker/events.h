@@ -4,7 +4,9 @@
  * one tenant, "" for all) and a msgpack map with at least "event", "tenant", "id" and "ts"
  * (Unix ms). Kinds so far: published, acked, expired, registered, and delivery outcomes of push
  * transports (delivered, failed, expired, abandoned) as "delivery" with a "result" field.
- * Sending never blocks: PUB drops for slow subscribers at the high-water mark, as PUB does.
+ * Sending never blocks: up to 100,000 events queue per subscriber (bursts of receipts or
+ * deliveries are normal); past that a subscriber that does not keep up loses events, as
+ * PUB/SUB does.
  * Loop thread only. The broker owns the hd_events.
  */
 #ifndef HERALD_EVENTS_H
