@@ -1,6 +1,7 @@
 /* bench.h — what the scenarios of herald-bench share: the options and the helpers in
  * herald_bench.c (clock, publish key, the broker's pid and /proc usage, the fd limit, publish
- * requests, latency printing). The ipconn scenarios live in ipconn_bench.c. */
+ * requests, latency printing). The ipconn scenarios live in ipconn_bench.c, updates in
+ * updates_bench.c, smpp in smpp_bench.c. */
 #ifndef HERALD_BENCH_H
 #define HERALD_BENCH_H
 
@@ -22,9 +23,12 @@ typedef struct opts {
   const char *data_dir;
   const char *app;
   int connections, window, size, threads, json;
+  int batch;             /* ingest: messages per request ("batch"), 1 = one per request */
   double duration, rate;
   long devices, messages;
-  int pid;
+  int pid;               /* --pid: the broker (the first of pids) */
+  int pids[16], npids;   /* --pid P1,P2,...: a peer made of several processes (Pushpin) */
+  const char *pid_arg;
   /* ipconn scenarios */
   const char *ipc_host;  /* --ipconn HOST:PORT (default 127.0.0.1:8473) */
   int ipc_port;
@@ -38,12 +42,26 @@ typedef struct opts {
   const char *sub_path, *pub_path; /* --sub-path, --pub-path (HTTP peers) */
   const char *topic;     /* --topic: MQTT topic / NATS subject (bench.in) */
   const char *stream;    /* --stream: JetStream stream name (BENCH) */
+  const char *peer_stats; /* --peer-stats ENDPOINT: Pushpin handler's stats socket */
   const char *plot;      /* --plot FILE.png: latency distribution via gnuplot */
+  const char *probe;     /* longpoll --probe CMD: run "CMD PHASE PID" at idle and held */
+  int app_set;           /* --app was given (updates, smpp: else a fresh app per run) */
+  /* updates (updates_bench.c) */
+  uint64_t package_size; /* --package-size B: the release uploaded (4 MiB) */
+  const char *release;   /* --release V: use this release of --app, upload none */
+  long stall;            /* --stall K: K more clients that stop reading their download */
+  /* smpp (smpp_bench.c) */
+  const char *events;    /* --events ENDPOINT: the broker's ZeroMQ events (receipts) */
+  const char *smsc_log;  /* --smsc-log FILE: the SMSC's JSON lines (bench/peers/smsc.sh) */
+  const char *smsc_name; /* --smsc-name NAME: the [smsc NAME] of the metrics (main) */
+  int direct;            /* --direct: a message per device, not broadcasts */
+  int smsc_pid;          /* --smsc-pid P: the SMSC's CPU too (what limits the rate) */
 } opts;
 
 typedef struct usage {
   double cpu_s;
   long rss_kb;
+  long anon_kb; /* RssAnon: RSS less file pages (the LMDB map, the binary) */
 } usage;
 
 uint64_t now_ns(void);
@@ -51,6 +69,8 @@ int load_key(opts *o, char *buf, size_t len);
 /* The pid of the process listening on this TCP port (0 if none found). */
 int find_broker_pid(int port);
 usage broker_usage(int pid);
+/* CPU and RSS of every process in o->pids, added up. */
+usage pids_usage(const opts *o);
 /* Raise the soft fd limit to the hard one; returns the soft limit now in force. */
 rlim_t raise_nofile(void);
 /* A ZeroMQ publish request whose data is {"s": seq, "t": ns, "p": pad bytes}. */
@@ -66,6 +86,41 @@ static inline int hb_seen_mark(uint8_t *seen, long m, int64_t s) {
   if (seen[s / 8] & bit) return 0;
   seen[s / 8] |= bit;
   return 1;
+}
+
+/* What a receiving client thread counts: latency of every first delivery, deliveries,
+ * duplicates, and when the last one came. */
+typedef struct hb_rx {
+  hb_hist lat;
+  uint64_t deliveries, dups, last_ns;
+} hb_rx;
+
+static inline void hb_rx_init(hb_rx *rx) {
+  hb_hist_init(&rx->lat);
+  rx->deliveries = rx->dups = rx->last_ns = 0;
+}
+
+/* A device received sequence number s, sent at t (ns), now; seen and *received are the
+ * device's bitmap and count of m messages. Returns 1 when this completes the device's set. */
+static inline int hb_rx_got(hb_rx *rx, uint8_t *seen, long *received, long m, int64_t s,
+                            uint64_t t, uint64_t now) {
+  int fresh = hb_seen_mark(seen, m, s);
+  if (fresh <= 0) {
+    if (fresh == 0) rx->dups++;
+    return 0;
+  }
+  (*received)++;
+  rx->deliveries++;
+  rx->last_ns = now;
+  hb_hist_record(&rx->lat, now - t);
+  return *received == m;
+}
+
+static inline void hb_rx_merge(hb_rx *into, const hb_rx *from) {
+  hb_hist_merge(&into->lat, &from->lat);
+  into->deliveries += from->deliveries;
+  into->dups += from->dups;
+  if (from->last_ns > into->last_ns) into->last_ns = from->last_ns;
 }
 
 /* The publisher of the delivery scenarios: o->messages broadcasts to o->app over ZeroMQ at
@@ -90,5 +145,7 @@ int run_ipconn(opts *o);
 int run_peer_fanout(opts *o, int kind);
 /* kind: 0 mqtt-ingest, 1 nats-ingest */
 int run_peer_ingest(opts *o, int kind);
+int run_updates(opts *o);
+int run_smpp(opts *o);
 
 #endif

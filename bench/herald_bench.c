@@ -4,6 +4,8 @@
  *   herald-bench longpoll [--devices N] [--messages M] [--rate R] [--threads T]
  *   herald-bench idle     [--devices N] [--hold S]                  (ipconn_bench.c)
  *   herald-bench ipconn   [--devices N] [--messages M] [--rate R] [--threads T]
+ *   herald-bench updates  [--devices N] [--package-size B] [--stall K]  (updates_bench.c)
+ *   herald-bench smpp     [--devices N] [--messages M] [--direct]       (smpp_bench.c)
  *
  * ingest:   C ZeroMQ DEALER publishers keep W requests each in flight with B-byte payloads and
  *           count acknowledgements (which Herald sends only after the group commit is durable).
@@ -17,8 +19,11 @@
  *   herald-bench nchan | pushpin | mqtt-fanout | mqtt-ingest | nats-ingest --peer HOST:PORT ...
  * run the same workloads against Nchan, Pushpin, Mosquitto (MQTT QoS 1) and NATS JetStream.
  *
- * Results: a table on stdout, or --json. Broker CPU and RSS come from /proc (--pid, or the
- * process named heraldd). Benchmarks measure; they never assert.
+ * Results: a table on stdout, or --json (with the latency histogram's buckets). Broker CPU and
+ * RSS come from /proc (--pid, or the process listening on the HTTP port). --plot FILE.png draws
+ * the latency distribution after the run (plot.c); `herald-bench plot` draws saved ones side by
+ * side (bench/report.py). Registrations and /metrics: prov.c. Benchmarks measure; they never
+ * assert.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +44,8 @@
 #include "bench.h"
 #include "hist.h"
 #include "httpc.h"
+#include "plot.h"
+#include "prov.h"
 #include "zpub.h"
 
 uint64_t now_ns(void) {
@@ -110,7 +117,7 @@ int find_broker_pid(int port) {
 }
 
 usage broker_usage(int pid) {
-  usage u = {0, 0};
+  usage u = {0, 0, 0};
   char path[64], buf[1024];
   if (!pid) return u;
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -128,11 +135,24 @@ usage broker_usage(int pid) {
   }
   snprintf(path, sizeof path, "/proc/%d/status", pid);
   if ((f = fopen(path, "r"))) {
-    while (fgets(buf, sizeof buf, f))
+    while (fgets(buf, sizeof buf, f)) {
       if (strncmp(buf, "VmRSS:", 6) == 0) u.rss_kb = atol(buf + 6);
+      if (strncmp(buf, "RssAnon:", 8) == 0) u.anon_kb = atol(buf + 8);
+    }
     fclose(f);
   }
   return u;
+}
+
+usage pids_usage(const opts *o) {
+  usage sum = {0, 0, 0};
+  for (int i = 0; i < o->npids; i++) {
+    usage u = broker_usage(o->pids[i]);
+    sum.cpu_s += u.cpu_s;
+    sum.rss_kb += u.rss_kb;
+    sum.anon_kb += u.anon_kb;
+  }
+  return sum;
 }
 
 rlim_t raise_nofile(void) {
@@ -186,6 +206,18 @@ void print_lat(const char *what, const hb_hist *h, int json) {
            what, hb_hist_quantile(h, 0.5) / 1e6, hb_hist_quantile(h, 0.9) / 1e6,
            hb_hist_quantile(h, 0.99) / 1e6, hb_hist_quantile(h, 0.999) / 1e6, h->max / 1e6,
            hb_hist_mean(h) / 1e6);
+    /* The histogram itself (non-empty buckets as [upper edge ns, count]), so bench/report.py
+     * can merge rounds and draw each system's whole distribution (herald-bench plot). */
+    printf(", \"%s_hist\": {\"min_ns\": %llu, \"max_ns\": %llu, \"buckets\": [", what,
+           (unsigned long long)(h->count ? h->min : 0), (unsigned long long)h->max);
+    const char *sep = "";
+    for (unsigned i = 0; i < HB_HIST_BUCKETS; i++)
+      if (h->b[i]) {
+        printf("%s[%llu, %llu]", sep, (unsigned long long)hb_hist_bucket_upper(i),
+               (unsigned long long)h->b[i]);
+        sep = ", ";
+      }
+    printf("]}");
   } else {
     printf("  %-22s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms\n", what,
            hb_hist_quantile(h, 0.5) / 1e6, hb_hist_quantile(h, 0.9) / 1e6,
@@ -208,10 +240,65 @@ typedef struct ingest {
   uv_timer_t timer, progress;
 } ingest;
 
+/* A request of o->batch messages: {"tenant", "key", "app", "batch": [{"data": {...}}, ...]}. */
+static void build_batch_request(msgpack_sbuffer *sb, const opts *o, const char *key,
+                                uint64_t seq, uint64_t t, int pad) {
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  static char filled[4096];
+  if (!filled[0]) memset(filled, 'x', sizeof filled);
+  if (pad < 0) pad = 0;
+  if (pad > 4096) pad = 4096;
+  msgpack_pack_map(&pk, 4);
+  pk_str(&pk, "tenant");
+  pk_str(&pk, o->tenant);
+  pk_str(&pk, "key");
+  pk_str(&pk, key);
+  pk_str(&pk, "app");
+  pk_str(&pk, o->app);
+  pk_str(&pk, "batch");
+  msgpack_pack_array(&pk, (size_t)o->batch);
+  for (int i = 0; i < o->batch; i++) {
+    msgpack_pack_map(&pk, 1);
+    pk_str(&pk, "data");
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "s");
+    msgpack_pack_uint64(&pk, seq * (uint64_t)o->batch + (uint64_t)i);
+    pk_str(&pk, "t");
+    msgpack_pack_uint64(&pk, t);
+    pk_str(&pk, "p");
+    msgpack_pack_str(&pk, (size_t)pad);
+    msgpack_pack_str_body(&pk, filled, (size_t)pad);
+  }
+}
+
+/* Messages a batch reply acknowledged: the non-nil entries of "ids". */
+static uint64_t batch_acked(const char *reply, size_t len) {
+  msgpack_unpacked up;
+  msgpack_unpacked_init(&up);
+  uint64_t n = 0;
+  size_t off = 0;
+  if (msgpack_unpack_next(&up, reply, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+      up.data.type == MSGPACK_OBJECT_MAP)
+    for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+      msgpack_object *k = &up.data.via.map.ptr[i].key, *v = &up.data.via.map.ptr[i].val;
+      if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 3 &&
+          memcmp(k->via.str.ptr, "ids", 3) == 0 && v->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t j = 0; j < v->via.array.size; j++)
+          n += v->via.array.ptr[j].type != MSGPACK_OBJECT_NIL;
+    }
+  msgpack_unpacked_destroy(&up);
+  return n;
+}
+
 static void ingest_send(ingest *g, int conn) {
   uint64_t corr = g->next_corr++;
   uint64_t t = now_ns();
-  build_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
+  if (g->o->batch > 1)
+    build_batch_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
+  else
+    build_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
   g->sent_at[(size_t)conn * (size_t)g->o->window + corr % (uint64_t)g->o->window] = t;
   /* The connection index rides in the top bits of the correlation id. */
   hb_zpub_send(g->pubs[conn], corr | ((uint64_t)conn << 48), g->sb.data, g->sb.size);
@@ -228,8 +315,15 @@ static void on_ingest_ack(void *ud, uint64_t corr, int ok, const char *reply, si
   uint64_t c = corr & ((1ull << 48) - 1);
   uint64_t t = g->sent_at[(size_t)ic->idx * (size_t)g->o->window + c % (uint64_t)g->o->window];
   hb_hist_record(&g->lat, now_ns() - t);
-  if (ok) g->acked++;
-  else g->refused++;
+  if (g->o->batch > 1) {
+    uint64_t a = ok ? (uint64_t)g->o->batch : batch_acked(reply, len);
+    g->acked += a;
+    g->refused += (uint64_t)g->o->batch - a;
+  } else if (ok) {
+    g->acked++;
+  } else {
+    g->refused++;
+  }
   if (!g->stopping) ingest_send(g, ic->idx);
 }
 
@@ -286,16 +380,17 @@ static int run_ingest(opts *o) {
   double secs = (g.end_ns - g.start_ns) / 1e9;
   if (!o->json && isatty(2)) fprintf(stderr, "\n");
   if (o->json) {
-    printf("{\"scenario\": \"ingest\", \"connections\": %d, \"window\": %d, \"payload_bytes\": %d, "
+    printf("{\"scenario\": \"ingest\", \"connections\": %d, \"window\": %d, \"batch\": %d, "
+           "\"payload_bytes\": %d, "
            "\"seconds\": %.2f, \"acked\": %llu, \"refused\": %llu, \"publishes_per_s\": %.0f, ",
-           o->connections, o->window, o->size, secs, (unsigned long long)g.acked,
+           o->connections, o->window, o->batch, o->size, secs, (unsigned long long)g.acked,
            (unsigned long long)g.refused, g.acked / secs);
     print_lat("ack_latency", &g.lat, 1);
     printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld}\n",
            100 * (u1.cpu_s - u0.cpu_s) / secs, u1.rss_kb);
   } else {
-    printf("ingest: %d ZeroMQ connections x %d in flight, %d-byte payloads, %.1f s\n",
-           o->connections, o->window, o->size, secs);
+    printf("ingest: %d ZeroMQ connections x %d requests in flight x %d messages each, "
+           "%d-byte payloads, %.1f s\n", o->connections, o->window, o->batch, o->size, secs);
     printf("  acknowledged after commit  %llu (%llu refused)\n", (unsigned long long)g.acked,
            (unsigned long long)g.refused);
     printf("  publishes/s                %.0f\n", g.acked / secs);
@@ -304,6 +399,7 @@ static int run_ingest(opts *o) {
       printf("  broker CPU %.0f %%  RSS %ld KiB (pid %d)\n", 100 * (u1.cpu_s - u0.cpu_s) / secs,
              u1.rss_kb, pid);
   }
+  hb_plot_run(o, "ingest: ack latency", &g.lat);
   zmq_ctx_term(zctx);
   uv_loop_close(&loop);
   msgpack_sbuffer_destroy(&g.sb);
@@ -317,8 +413,7 @@ static int run_ingest(opts *o) {
 typedef struct device {
   struct lpthread *th;
   long idx;
-  char id[64];
-  char token[160];
+  hb_reg reg;
   char cursor[24];
   hb_conn *conn;
   uint8_t *seen; /* bitmap of sequence numbers received */
@@ -332,9 +427,8 @@ typedef struct lpthread {
   pthread_t thread;
   device *devs;
   long ndev;
-  hb_hist lat;
-  uint64_t dups, errors, deliveries;
-  uint64_t last_delivery_ns;
+  hb_rx rx;
+  uint64_t errors;
   struct sockaddr_in addr;
 } lpthread;
 
@@ -365,17 +459,8 @@ static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t l
     json_t *data = json_object_get(m, "data");
     json_int_t s = json_integer_value(json_object_get(data, "s"));
     json_int_t t = json_integer_value(json_object_get(data, "t"));
-    int fresh = hb_seen_mark(d->seen, M, s);
-    if (fresh < 0) continue;
-    if (!fresh) {
-      th->dups++;
-      continue;
-    }
-    d->received++;
-    th->deliveries++;
-    th->last_delivery_ns = now;
-    hb_hist_record(&th->lat, now - (uint64_t)t);
-    if (d->received == M) atomic_fetch_add(&th->sh->done_devices, 1);
+    if (hb_rx_got(&th->rx, d->seen, &d->received, M, s, (uint64_t)t, now))
+      atomic_fetch_add(&th->sh->done_devices, 1);
   }
   const char *cur = json_string_value(json_object_get(j, "cursor"));
   if (cur) snprintf(d->cursor, sizeof d->cursor, "%s", cur);
@@ -385,9 +470,9 @@ static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t l
 
 static void poll_device(device *d) {
   char path[256];
-  snprintf(path, sizeof path, "/v1/devices/%s/messages?wait=60%s%s", d->id,
+  snprintf(path, sizeof path, "/v1/devices/%s/messages?wait=60%s%s", d->reg.id,
            d->cursor[0] ? "&cursor=" : "", d->cursor);
-  if (hb_conn_request(d->conn, "GET", path, d->token, NULL, on_poll, d)) d->th->errors++;
+  if (hb_conn_request(d->conn, "GET", path, d->reg.token, NULL, on_poll, d)) d->th->errors++;
 }
 
 static void on_thread_stop(uv_async_t *a) {
@@ -404,74 +489,6 @@ static void *lp_thread_main(void *arg) {
   }
   uv_run(&th->loop, UV_RUN_DEFAULT);
   return NULL;
-}
-
-/* Provisioning: registrations over a few connections, sequentially per connection. */
-typedef struct prov {
-  opts *o;
-  const char *key;
-  device *all;
-  long next, done, failed;
-  char body[128];
-} prov;
-
-typedef struct prov_conn {
-  prov *p;
-  hb_conn *c;
-  device *d;
-  char body[128];
-} prov_conn;
-
-static void prov_next(prov_conn *pc);
-
-static void on_registered(hb_conn *c, void *ud, int status, const char *body, size_t len) {
-  prov_conn *pc = ud;
-  json_t *j = status == 201 ? json_loadb(body, len, 0, NULL) : NULL;
-  const char *tok = json_string_value(json_object_get(j, "token"));
-  if (tok) snprintf(pc->d->token, sizeof pc->d->token, "%s", tok);
-  else pc->p->failed++;
-  json_decref(j);
-  pc->p->done++;
-  prov_next(pc);
-}
-
-static void prov_next(prov_conn *pc) {
-  prov *p = pc->p;
-  if (p->next >= p->o->devices) {
-    hb_conn_close(pc->c);
-    pc->c = NULL;
-    return;
-  }
-  pc->d = &p->all[p->next++];
-  char path[256];
-  snprintf(path, sizeof path, "/v1/apps/%s/registrations", p->o->app);
-  snprintf(pc->body, sizeof pc->body, "{\"device\":\"%s\"}", pc->d->id);
-  hb_conn_request(pc->c, "POST", path, p->key, pc->body, on_registered, pc);
-}
-
-/* Ask /metrics for herald_held_polls until it reaches want (or the deadline). */
-static long held_polls(uv_loop_t *loop, const struct sockaddr_in *addr);
-
-typedef struct scrape {
-  long value;
-  int done;
-} scrape;
-
-static void on_metrics(hb_conn *c, void *ud, int status, const char *body, size_t len) {
-  scrape *s = ud;
-  const char *p = status == 200 ? strstr(body, "\nherald_held_polls ") : NULL;
-  s->value = p ? atol(p + 19) : -1;
-  s->done = 1;
-}
-
-static long held_polls(uv_loop_t *loop, const struct sockaddr_in *addr) {
-  scrape s = {-1, 0};
-  hb_conn *c = hb_conn_new(loop, addr);
-  hb_conn_request(c, "GET", "/metrics", NULL, NULL, on_metrics, &s);
-  while (!s.done) uv_run(loop, UV_RUN_ONCE);
-  hb_conn_close(c);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return s.value;
 }
 
 static void on_paced_ack(void *ud, uint64_t corr, int ok, const char *r, size_t len) {
@@ -515,6 +532,16 @@ void hb_paced_close(hb_paced *p) {
 
 void hb_paced_free(hb_paced *p) { msgpack_sbuffer_destroy(&p->sb); }
 
+/* --probe CMD: let an outside tool look at the broker (smaps, malloc statistics) at a phase of
+ * the run, before anything is published; its output goes to stderr, next to ours. */
+static void run_probe(const opts *o, const char *phase, int pid) {
+  if (!o->probe) return;
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "%s %s %d 1>&2", o->probe, phase, pid);
+  int st = system(cmd);
+  if (st != 0) fprintf(stderr, "herald-bench: probe '%s' exited with %d\n", cmd, st);
+}
+
 static int run_longpoll(opts *o) {
   rlim_t lim = raise_nofile();
   long maxdev = (long)lim - 64;
@@ -534,29 +561,17 @@ static int run_longpoll(opts *o) {
   /* 1. Devices and their tokens. */
   device *all = calloc((size_t)o->devices, sizeof *all);
   size_t bitmap = (size_t)(o->messages + 7) / 8;
-  char run[16];
-  snprintf(run, sizeof run, "%lx", (unsigned long)(now_ns() & 0xffffff));
   for (long i = 0; i < o->devices; i++) {
-    snprintf(all[i].id, sizeof all[i].id, "bench-%s-%ld", run, i);
     all[i].idx = i;
     all[i].seen = calloc(bitmap, 1);
   }
-  prov pv = {.o = o, .key = key, .all = all};
-  prov_conn pcs[32];
-  int npc = o->devices < 32 ? (int)o->devices : 32;
-  uint64_t t_prov = now_ns();
-  for (int i = 0; i < npc; i++) {
-    pcs[i] = (prov_conn){.p = &pv, .c = hb_conn_new(&loop, &addr)};
-    prov_next(&pcs[i]);
-  }
-  while (pv.done < o->devices) uv_run(&loop, UV_RUN_ONCE);
-  if (pv.failed) {
-    fprintf(stderr, "herald-bench: %ld of %ld registrations failed\n", pv.failed, o->devices);
-    return 1;
-  }
-  double prov_s = (now_ns() - t_prov) / 1e9;
+  double prov_s;
+  if (hb_provision(o, key, "bench", &all[0].reg, sizeof *all, o->devices, &prov_s)) return 1;
 
-  /* 2. Every device holds a long-poll, spread over the client threads. */
+  /* 2. Every device holds a long-poll, spread over the client threads. The broker's memory is
+   * read before (once the registrations' commits have settled) and once every poll is held. */
+  usleep(1000000);
+  run_probe(o, "idle", pid);
   usage u_idle0 = broker_usage(pid);
   lpshared sh = {.o = o};
   int T = o->threads;
@@ -570,7 +585,7 @@ static int run_longpoll(opts *o) {
     th->ndev = (long)(t + 1) * per > o->devices ? o->devices - (long)t * per : per;
     if (th->ndev < 0) th->ndev = 0;
     for (long i = 0; i < th->ndev; i++) th->devs[i].th = th;
-    hb_hist_init(&th->lat);
+    hb_rx_init(&th->rx);
     uv_loop_init(&th->loop);
     uv_async_init(&th->loop, &th->stop, on_thread_stop);
     th->stop.data = th;
@@ -578,9 +593,11 @@ static int run_longpoll(opts *o) {
   }
   uint64_t deadline = now_ns() + 120ull * 1000000000u;
   long held = 0;
-  while ((held = held_polls(&loop, &addr)) < o->devices && now_ns() < deadline) usleep(100000);
+  while ((held = (long)hb_metric(o, "herald_held_polls")) < o->devices && now_ns() < deadline)
+    usleep(100000);
   usage u_held = broker_usage(pid);
   if (held < o->devices) fprintf(stderr, "herald-bench: only %ld polls held\n", held);
+  run_probe(o, "held", pid);
 
   /* 3. Publish M broadcasts at R per second. */
   void *zctx = zmq_ctx_new();
@@ -602,7 +619,7 @@ static int run_longpoll(opts *o) {
       if (now_ns() - last > 500000000u) {
         last = now_ns();
         uint64_t dl = 0;
-        for (int t = 0; t < T; t++) dl += ths[t].deliveries;
+        for (int t = 0; t < T; t++) dl += ths[t].rx.deliveries;
         fprintf(stderr, "\r  published %ld/%ld  deliveries %llu   ", pub.next, o->messages,
                 (unsigned long long)dl);
       }
@@ -613,18 +630,17 @@ static int run_longpoll(opts *o) {
   uint64_t t_end = now_ns();
   atomic_store(&sh.stopping, 1);
   for (int t = 0; t < T; t++) uv_async_send(&ths[t].stop);
-  hb_hist lat;
-  hb_hist_init(&lat);
-  uint64_t deliveries = 0, dups = 0, errors = 0, last = 0;
+  hb_rx rx;
+  hb_rx_init(&rx);
+  uint64_t errors = 0;
   for (int t = 0; t < T; t++) {
     pthread_join(ths[t].thread, NULL);
     uv_loop_close(&ths[t].loop);
-    hb_hist_merge(&lat, &ths[t].lat);
-    deliveries += ths[t].deliveries;
-    dups += ths[t].dups;
+    hb_rx_merge(&rx, &ths[t].rx);
     errors += ths[t].errors;
-    if (ths[t].last_delivery_ns > last) last = ths[t].last_delivery_ns;
   }
+  uint64_t deliveries = rx.deliveries, dups = rx.dups, last = rx.last_ns;
+  const hb_hist *lat = &rx.lat;
   if (!o->json && isatty(2)) fprintf(stderr, "\n");
   hb_paced_close(&pub);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -634,7 +650,8 @@ static int run_longpoll(opts *o) {
   long expected = o->devices * o->messages;
   double span = ((last ? last : t_end) - t0) / 1e9;
   double cpu = span > 0 ? 100 * (u1.cpu_s - u0.cpu_s) / ((t_end - t0) / 1e9) : 0;
-  double per_poll = o->devices ? (u_held.rss_kb - u_idle0.rss_kb) * 1024.0 / o->devices : 0;
+  double per_poll = held > 0 ? (u_held.rss_kb - u_idle0.rss_kb) * 1024.0 / (double)held : 0;
+  double per_poll_anon = held > 0 ? (u_held.anon_kb - u_idle0.anon_kb) * 1024.0 / (double)held : 0;
   if (o->json) {
     printf("{\"scenario\": \"longpoll\", \"devices\": %ld, \"messages\": %ld, \"rate\": %.1f, "
            "\"threads\": %d, \"deliveries\": %llu, \"expected\": %ld, \"lost\": %ld, "
@@ -643,9 +660,10 @@ static int run_longpoll(opts *o) {
            o->devices, o->messages, o->rate, T, (unsigned long long)deliveries, expected,
            expected - (long)deliveries, (unsigned long long)dups, (unsigned long long)errors,
            span, deliveries / span);
-    print_lat("latency", &lat, 1);
-    printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld, \"rss_per_held_poll_bytes\": %.0f,"
-           " \"provision_s\": %.2f}\n", cpu, u1.rss_kb, per_poll, prov_s);
+    print_lat("latency", lat, 1);
+    printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld, \"held\": %ld, "
+           "\"rss_per_held_poll_bytes\": %.0f, \"anon_per_held_poll_bytes\": %.0f, "
+           "\"provision_s\": %.2f}\n", cpu, u1.rss_kb, held, per_poll, per_poll_anon, prov_s);
   } else {
     printf("longpoll: %ld devices, %ld broadcasts at %s%.0f/s, %d client threads\n", o->devices,
            o->messages, o->rate > 0 ? "" : "max ", o->rate, T);
@@ -654,16 +672,31 @@ static int run_longpoll(opts *o) {
            (unsigned long long)dups, (unsigned long long)errors);
     printf("  deliveries/s    %.0f  (first publish to last delivery: %.3f s)\n",
            deliveries / span, span);
-    print_lat("publish->deliver", &lat, 0);
+    print_lat("publish->deliver", lat, 0);
     if (pid)
-      printf("  broker CPU %.0f %%  RSS %ld KiB; held polls added %.0f B each (pid %d)\n", cpu,
-             u1.rss_kb, per_poll, pid);
+      printf("  broker CPU %.0f %%  RSS %ld KiB; %ld held polls added %.0f B each (%.0f B "
+             "anonymous) (pid %d)\n", cpu, u1.rss_kb, held, per_poll, per_poll_anon, pid);
     printf("  provisioning    %.2f s for %ld devices\n", prov_s, o->devices);
   }
+  hb_plot_run(o, "longpoll: publish->deliver", lat);
   for (long i = 0; i < o->devices; i++) free(all[i].seen);
   free(all);
   free(ths);
   hb_paced_free(&pub);
+  return 0;
+}
+
+/* HOST:PORT of option `name` into buf (HOST_MAX bytes; *host points at it) and *port. */
+#define HOST_MAX 256
+static int host_port(const char *name, const char *arg, char *buf, const char **host, int *port) {
+  const char *colon = strrchr(arg, ':');
+  if (!colon) {
+    fprintf(stderr, "%s wants HOST:PORT\n", name);
+    return -1;
+  }
+  snprintf(buf, HOST_MAX, "%.*s", (int)(colon - arg), arg);
+  *host = buf;
+  *port = atoi(colon + 1);
   return 0;
 }
 
@@ -675,122 +708,156 @@ static void usage_text(FILE *f) {
           "  longpoll   broadcasts to devices holding HTTP long-polls\n"
           "  idle       N idle authenticated ipconn connections: broker RSS per connection\n"
           "  ipconn     broadcasts to devices on ipconn connections, acked\n"
+          "  updates    N agents: update-check, download (SHA-256 checked), install report\n"
+          "  smpp       messages escalated to SMS: submits into an SMSC, receipts, loss\n"
           "options:\n"
           "  --http HOST:PORT   (default 127.0.0.1:8470)    --zmq ENDPOINT (tcp://127.0.0.1:8471)\n"
           "  --key K | $HERALD_KEY | --data-dir D (./var/herald) --tenant T (default)\n"
           "  --app A            (default bench)\n"
           "  ingest:   --connections C (4) --window W (256) --duration S (10) --size B (100)\n"
+          "            --batch N (1): N messages per request (the ingress's \"batch\")\n"
           "  longpoll: --devices N (1000) --messages M (100) --rate R per second (10; 0 = all at\n"
-          "            once) --threads T (1)\n"
+          "            once) --threads T (1) --probe CMD (runs \"CMD idle|held PID\" before\n"
+          "            the polls and once all are held: bench/heldpoll_mem.sh uses it)\n"
           "  idle, ipconn: --ipconn HOST:PORT (127.0.0.1:8473) --devices N --parallel P (256\n"
           "            connects in flight) --threads T; idle: --hold S (0) keeps them open\n"
           "            after measuring; ipconn: --messages M --rate R as for longpoll\n"
+          "  updates:  --devices N (1000) --package-size B (4194304; K/M suffixes) uploads a\n"
+          "            release, or --release V with --app A uses one; --stall K clients stop\n"
+          "            reading their download; --threads T (1) --parallel P (256 checks in\n"
+          "            flight); without --app a fresh app per run\n"
+          "  smpp:     heraldd with the sms transport and push_policy = sms (bench/peers/\n"
+          "            smsc.sh); --devices N (1000) --messages M (100) --rate R (10; 0 = all at\n"
+          "            once) --direct (a message per device) --events ENDPOINT\n"
+          "            (tcp://127.0.0.1:8472) --smsc-log FILE (the SMSC's JSON lines)\n"
+          "            --smsc-name NAME (main) --smsc-pid P (its CPU too); without --app a\n"
+          "            fresh app per run\n"
           "peers (bench/peers/ starts them; same workloads, --peer HOST:PORT, --pid P):\n"
           "  nchan, pushpin     as longpoll; --sub-path (/sub) --pub-path (/pub); pushpin:\n"
-          "                     --publish HOST:PORT of its publish API (--pub-path /publish/)\n"
+          "                     --publish HOST:PORT of its origin (bench/peers/pushpin.sh),\n"
+          "                     --sub-path /lp --peer-stats ipc://DIR/run/pushpin-stats (its\n"
+          "                     handler's stats socket: publish once every poll is held)\n"
           "  mqtt-fanout        as ipconn, MQTT 3.1.1 QoS 1 (--topic, default bench.in)\n"
           "  mqtt-ingest, nats-ingest  as ingest; MQTT QoS 1 PUBACK / JetStream ack (--stream)\n"
-          "  --pid P            broker pid for CPU/RSS (default: whoever listens on the HTTP port)\n"
-          "  --json             one JSON object instead of the table\n");
+          "  --pid P[,P...]     broker pid for CPU/RSS (default: whoever listens on the HTTP port);\n"
+          "                     a peer of several processes: their CPU and RSS added up\n"
+          "  --json             one JSON object instead of the table\n"
+          "  --plot FILE.png    after the run, draw the latency distribution (percentile\n"
+          "                     spectrum) with gnuplot (Debian gnuplot-nox), when installed\n"
+          "herald-bench plot --out FILE.png [--title T] LABEL=HISTFILE...\n"
+          "                     several distributions side by side (bench/report.py uses it)\n");
 }
 
 int main(int argc, char **argv) {
   opts o = {.url_host = "127.0.0.1", .http_port = 8470, .zmq = "tcp://127.0.0.1:8471",
             .tenant = "default", .data_dir = "./var/herald", .app = "bench", .connections = 4,
-            .window = 256, .size = 100, .threads = 1, .duration = 10, .rate = 10,
+            .window = 256, .batch = 1, .size = 100, .threads = 1, .duration = 10, .rate = 10,
             .devices = 1000, .messages = 100, .ipc_host = "127.0.0.1", .ipc_port = 8473,
             .parallel = 256, .peer_host = "127.0.0.1", .peer_port = 0, .pub_host = "127.0.0.1",
-            .sub_path = "/sub", .pub_path = "/pub", .topic = "bench.in", .stream = "BENCH"};
+            .sub_path = "/sub", .pub_path = "/pub", .topic = "bench.in", .stream = "BENCH",
+            .package_size = 4u << 20, .events = "tcp://127.0.0.1:8472", .smsc_name = "main"};
   if (argc < 2) {
     usage_text(stderr);
     return 2;
   }
   const char *scenario = argv[1];
+  if (strcmp(scenario, "plot") == 0) return hb_plot_main(argc - 1, argv + 1);
   enum { O_HTTP = 256, O_ZMQ, O_KEY, O_DATA, O_TENANT, O_APP, O_CONN, O_WIN, O_DUR, O_SIZE,
          O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR,
-         O_PEER, O_PUBLISH, O_SUBP, O_PUBP, O_TOPIC, O_STREAM };
+         O_PEER, O_PUBLISH, O_SUBP, O_PUBP, O_TOPIC, O_STREAM, O_BATCH, O_PLOT, O_PROBE, O_PSTATS,
+         O_PKG, O_REL, O_STALL, O_EVENTS, O_SMSCLOG, O_SMSCNAME, O_DIRECTMSG, O_SMSCPID };
   static const struct option lo[] = {
       {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
       {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},
       {"connections", 1, 0, O_CONN}, {"window", 1, 0, O_WIN},    {"duration", 1, 0, O_DUR},
+      {"batch", 1, 0, O_BATCH},
       {"size", 1, 0, O_SIZE},       {"devices", 1, 0, O_DEV},    {"messages", 1, 0, O_MSG},
       {"rate", 1, 0, O_RATE},       {"threads", 1, 0, O_THR},    {"pid", 1, 0, O_PID},
       {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},         {"ipconn", 1, 0, O_IPC},
       {"hold", 1, 0, O_HOLD},       {"parallel", 1, 0, O_PAR},
       {"peer", 1, 0, O_PEER},       {"publish", 1, 0, O_PUBLISH}, {"sub-path", 1, 0, O_SUBP},
       {"pub-path", 1, 0, O_PUBP},   {"topic", 1, 0, O_TOPIC},    {"stream", 1, 0, O_STREAM},
+      {"plot", 1, 0, O_PLOT},       {"probe", 1, 0, O_PROBE},   {"peer-stats", 1, 0, O_PSTATS},
+      {"package-size", 1, 0, O_PKG}, {"release", 1, 0, O_REL},  {"stall", 1, 0, O_STALL},
+      {"events", 1, 0, O_EVENTS},   {"smsc-log", 1, 0, O_SMSCLOG}, {"smsc-name", 1, 0, O_SMSCNAME},
+      {"direct", 0, 0, O_DIRECTMSG}, {"smsc-pid", 1, 0, O_SMSCPID},
       {0, 0, 0, 0}};
   int c;
   optind = 2;
-  static char host[256], ipc_host[256], peer_host[256], pub_host[256];
+  static char host[HOST_MAX], ipc_host[HOST_MAX], peer_host[HOST_MAX], pub_host[HOST_MAX];
   while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (c) {
-    case O_HTTP: {
-      const char *colon = strrchr(optarg, ':');
-      if (!colon) {
-        fprintf(stderr, "--http wants HOST:PORT\n");
-        return 2;
-      }
-      snprintf(host, sizeof host, "%.*s", (int)(colon - optarg), optarg);
-      o.url_host = host;
-      o.http_port = atoi(colon + 1);
+    case O_HTTP:
+      if (host_port("--http", optarg, host, &o.url_host, &o.http_port)) return 2;
       break;
-    }
     case O_ZMQ: o.zmq = optarg; break;
     case O_KEY: o.key = optarg; break;
     case O_DATA: o.data_dir = optarg; break;
     case O_TENANT: o.tenant = optarg; break;
-    case O_APP: o.app = optarg; break;
+    case O_APP: o.app = optarg; o.app_set = 1; break;
     case O_CONN: o.connections = atoi(optarg); break;
     case O_WIN: o.window = atoi(optarg); break;
+    case O_BATCH: o.batch = atoi(optarg); break;
     case O_DUR: o.duration = atof(optarg); break;
     case O_SIZE: o.size = atoi(optarg); break;
     case O_DEV: o.devices = atol(optarg); break;
     case O_MSG: o.messages = atol(optarg); break;
     case O_RATE: o.rate = atof(optarg); break;
     case O_THR: o.threads = atoi(optarg); break;
-    case O_PID: o.pid = atoi(optarg); break;
-    case O_JSON: o.json = 1; break;
-    case O_IPC: {
-      const char *colon = strrchr(optarg, ':');
-      if (!colon) {
-        fprintf(stderr, "--ipconn wants HOST:PORT\n");
-        return 2;
+    case O_PID: {
+      o.pid_arg = optarg;
+      o.npids = 0;
+      for (const char *p = optarg; *p && o.npids < 16;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0) {
+          fprintf(stderr, "--pid wants PID[,PID...]\n");
+          return 2;
+        }
+        o.pids[o.npids++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
       }
-      snprintf(ipc_host, sizeof ipc_host, "%.*s", (int)(colon - optarg), optarg);
-      o.ipc_host = ipc_host;
-      o.ipc_port = atoi(colon + 1);
+      o.pid = o.npids ? o.pids[0] : 0;
       break;
     }
+    case O_JSON: o.json = 1; break;
+    case O_IPC:
+      if (host_port("--ipconn", optarg, ipc_host, &o.ipc_host, &o.ipc_port)) return 2;
+      break;
     case O_HOLD: o.hold = atof(optarg); break;
     case O_PAR: o.parallel = atoi(optarg); break;
     case O_PEER:
-    case O_PUBLISH: {
-      const char *colon = strrchr(optarg, ':');
-      if (!colon) {
-        fprintf(stderr, "--peer/--publish want HOST:PORT\n");
-        return 2;
-      }
-      char *h = c == O_PEER ? peer_host : pub_host;
-      snprintf(h, 256, "%.*s", (int)(colon - optarg), optarg);
-      if (c == O_PEER) {
-        o.peer_host = h;
-        o.peer_port = atoi(colon + 1);
-      } else {
-        o.pub_host = h;
-        o.pub_port = atoi(colon + 1);
-      }
+      if (host_port("--peer", optarg, peer_host, &o.peer_host, &o.peer_port)) return 2;
       break;
-    }
+    case O_PUBLISH:
+      if (host_port("--publish", optarg, pub_host, &o.pub_host, &o.pub_port)) return 2;
+      break;
     case O_SUBP: o.sub_path = optarg; break;
     case O_PUBP: o.pub_path = optarg; break;
     case O_TOPIC: o.topic = optarg; break;
     case O_STREAM: o.stream = optarg; break;
+    case O_PLOT: o.plot = optarg; break;
+    case O_PROBE: o.probe = optarg; break;
+    case O_PSTATS: o.peer_stats = optarg; break;
+    case O_PKG: {
+      char *end;
+      double v = strtod(optarg, &end);
+      o.package_size = (uint64_t)(v * (*end == 'K' || *end == 'k' ? 1024.0
+                                       : *end == 'M' || *end == 'm' ? 1048576.0 : 1.0));
+      break;
+    }
+    case O_REL: o.release = optarg; break;
+    case O_STALL: o.stall = atol(optarg); break;
+    case O_EVENTS: o.events = optarg; break;
+    case O_SMSCLOG: o.smsc_log = optarg; break;
+    case O_SMSCNAME: o.smsc_name = optarg; break;
+    case O_DIRECTMSG: o.direct = 1; break;
+    case O_SMSCPID: o.smsc_pid = atoi(optarg); break;
     case 'h': usage_text(stdout); return 0;
     default: usage_text(stderr); return 2;
     }
   }
-  if (o.connections < 1 || o.window < 1 || o.threads < 1 || o.devices < 1 || o.messages < 1 ||
+  if (o.batch < 1 || o.batch > 1000 || o.connections < 1 || o.window < 1 || o.threads < 1 || o.devices < 1 || o.messages < 1 ||
       o.duration <= 0 || o.parallel < 1) {
     fprintf(stderr, "herald-bench: counts must be positive\n");
     return 2;
@@ -804,6 +871,8 @@ int main(int argc, char **argv) {
   if (strcmp(scenario, "mqtt-fanout") == 0) return run_peer_fanout(&o, 2);
   if (strcmp(scenario, "mqtt-ingest") == 0) return run_peer_ingest(&o, 0);
   if (strcmp(scenario, "nats-ingest") == 0) return run_peer_ingest(&o, 1);
+  if (strcmp(scenario, "updates") == 0) return run_updates(&o);
+  if (strcmp(scenario, "smpp") == 0) return run_smpp(&o);
   fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
   usage_text(stderr);
   return 2;

@@ -23,13 +23,18 @@ static uint64_t upper(unsigned i) {
   return ((uint64_t)(HB_HIST_SUB + sub + 1) << (e - 6)) - 1;
 }
 
-void hb_hist_record(hb_hist *h, uint64_t v) {
-  h->b[idx(v)]++;
-  h->count++;
-  h->sum += (double)v;
+void hb_hist_record(hb_hist *h, uint64_t v) { hb_hist_record_n(h, v, 1); }
+
+void hb_hist_record_n(hb_hist *h, uint64_t v, uint64_t n) {
+  if (!n) return;
+  h->b[idx(v)] += n;
+  h->count += n;
+  h->sum += (double)v * (double)n;
   if (v < h->min) h->min = v;
   if (v > h->max) h->max = v;
 }
+
+uint64_t hb_hist_bucket_upper(unsigned i) { return i < HB_HIST_BUCKETS ? upper(i) : UINT64_MAX; }
 
 void hb_hist_merge(hb_hist *into, const hb_hist *from) {
   for (unsigned i = 0; i < HB_HIST_BUCKETS; i++) into->b[i] += from->b[i];

@@ -22,5 +22,9 @@ void hb_hist_merge(hb_hist *into, const hb_hist *from);
 /* Value at quantile q in [0,1] (the bucket's upper edge, capped at max). 0 if empty. */
 uint64_t hb_hist_quantile(const hb_hist *h, double q);
 double hb_hist_mean(const hb_hist *h);
+/* Record value v n times (rebuilding a histogram from its buckets, herald-bench plot). */
+void hb_hist_record_n(hb_hist *h, uint64_t v, uint64_t n);
+/* The largest value bucket i holds (its edge; what the JSON output lists per bucket). */
+uint64_t hb_hist_bucket_upper(unsigned i);
 
 #endif

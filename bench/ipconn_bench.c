@@ -27,12 +27,13 @@
 #include "bench.h"
 #include "hdc_client.h"
 #include "httpc.h"
+#include "plot.h"
+#include "prov.h"
 #include "zpub.h"
 
 typedef struct idev {
   struct ithread *th;
-  char id[48];
-  char token[160];
+  hb_reg reg;
   hdc_conn *c;
   uint8_t *seen; /* ipconn: bitmap of sequence numbers received */
   long received;
@@ -54,30 +55,11 @@ typedef struct ithread {
   pthread_t thread;
   idev *devs;
   long ndev, next, inflight, maxinflight;
-  hb_hist lat;
-  uint64_t deliveries, dups, acks_sent, acks_confirmed, last_delivery_ns;
+  hb_rx rx;
+  uint64_t acks_sent, acks_confirmed;
   long denied;
   char deny_code[64];
 } ithread;
-
-/* ---- /proc of the broker ---- */
-typedef struct mem {
-  long rss_kb, anon_kb;
-} mem;
-
-static mem broker_mem(int pid) {
-  mem m = {0, 0};
-  char path[64], buf[256];
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  FILE *f = pid ? fopen(path, "r") : NULL;
-  if (!f) return m;
-  while (fgets(buf, sizeof buf, f)) {
-    if (strncmp(buf, "VmRSS:", 6) == 0) m.rss_kb = atol(buf + 6);
-    if (strncmp(buf, "RssAnon:", 8) == 0) m.anon_kb = atol(buf + 8);
-  }
-  fclose(f);
-  return m;
-}
 
 /* How many more descriptors the broker may open: its soft limit minus what it holds. */
 static long broker_fd_room(int pid, long *soft) {
@@ -102,100 +84,6 @@ static long broker_fd_room(int pid, long *soft) {
 static void sleep_s(double s) {
   struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
   nanosleep(&ts, NULL);
-}
-
-/* ---- provisioning over HTTP (registrations with the publish key) ---- */
-typedef struct prov {
-  opts *o;
-  const char *key;
-  idev *devs;
-  long n, next, done, failed;
-} prov;
-
-typedef struct prov_conn {
-  prov *p;
-  hb_conn *c;
-  idev *d;
-  char body[128];
-} prov_conn;
-
-static void prov_next(prov_conn *pc);
-
-static void on_registered(hb_conn *c, void *ud, int status, const char *body, size_t len) {
-  prov_conn *pc = ud;
-  const char *t = status == 201 ? strstr(body, "\"token\":\"") : NULL;
-  const char *e = t ? strchr(t + 9, '"') : NULL;
-  if (e && (size_t)(e - t - 9) < sizeof pc->d->token)
-    snprintf(pc->d->token, sizeof pc->d->token, "%.*s", (int)(e - t - 9), t + 9);
-  else pc->p->failed++;
-  pc->p->done++;
-  prov_next(pc);
-}
-
-static void prov_next(prov_conn *pc) {
-  prov *p = pc->p;
-  if (p->next >= p->n) {
-    hb_conn_close(pc->c);
-    pc->c = NULL;
-    return;
-  }
-  pc->d = &p->devs[p->next++];
-  char path[256];
-  snprintf(path, sizeof path, "/v1/apps/%s/registrations", p->o->app);
-  snprintf(pc->body, sizeof pc->body, "{\"device\":\"%s\"}", pc->d->id);
-  hb_conn_request(pc->c, "POST", path, p->key, pc->body, on_registered, pc);
-}
-
-static int provision(opts *o, const char *key, idev *devs, long n, double *secs) {
-  struct sockaddr_in addr;
-  uv_ip4_addr(o->url_host, o->http_port, &addr);
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  prov p = {.o = o, .key = key, .devs = devs, .n = n};
-  prov_conn pcs[32];
-  int npc = n < 32 ? (int)n : 32;
-  uint64_t t0 = now_ns();
-  for (int i = 0; i < npc; i++) {
-    pcs[i] = (prov_conn){.p = &p, .c = hb_conn_new(&loop, &addr)};
-    prov_next(&pcs[i]);
-  }
-  while (p.done < n) uv_run(&loop, UV_RUN_ONCE);
-  uv_run(&loop, UV_RUN_NOWAIT);
-  uv_loop_close(&loop);
-  *secs = (now_ns() - t0) / 1e9;
-  if (p.failed) fprintf(stderr, "herald-bench: %ld of %ld registrations failed\n", p.failed, n);
-  return p.failed ? 1 : 0;
-}
-
-/* One metric value from /metrics, or -1. */
-typedef struct scrape {
-  const char *name;
-  double value;
-  int done;
-} scrape;
-
-static void on_metrics(hb_conn *c, void *ud, int status, const char *body, size_t len) {
-  scrape *s = ud;
-  char needle[128];
-  snprintf(needle, sizeof needle, "\n%s ", s->name);
-  const char *p = status == 200 ? strstr(body, needle) : NULL;
-  s->value = p ? atof(p + strlen(needle)) : -1;
-  s->done = 1;
-}
-
-static double metric(opts *o, const char *name) {
-  struct sockaddr_in addr;
-  uv_ip4_addr(o->url_host, o->http_port, &addr);
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  scrape s = {name, -1, 0};
-  hb_conn *c = hb_conn_new(&loop, &addr);
-  hb_conn_request(c, "GET", "/metrics", NULL, NULL, on_metrics, &s);
-  while (!s.done) uv_run(&loop, UV_RUN_ONCE);
-  hb_conn_close(c);
-  uv_run(&loop, UV_RUN_NOWAIT);
-  uv_loop_close(&loop);
-  return s.value;
 }
 
 /* ---- the client threads ---- */
@@ -243,18 +131,9 @@ static void on_msg(hdc_conn *c, void *ud, const hdc_frame *f) {
   uint64_t now = now_ns(), s, t;
   if (hdc_conn_ack(c, &f->id, 1) == 0) th->acks_sent++;
   if (!th->sh->deliver || payload_seq(f, &s, &t)) return;
-  long M = th->sh->o->messages;
-  int fresh = s > INT64_MAX ? -1 : hb_seen_mark(d->seen, M, (int64_t)s);
-  if (fresh < 0) return;
-  if (!fresh) {
-    th->dups++;
-    return;
-  }
-  d->received++;
-  th->deliveries++;
-  th->last_delivery_ns = now;
-  hb_hist_record(&th->lat, now - t);
-  if (d->received == M) atomic_fetch_add(&th->sh->done_devices, 1);
+  if (s <= INT64_MAX && hb_rx_got(&th->rx, d->seen, &d->received, th->sh->o->messages,
+                                  (int64_t)s, t, now))
+    atomic_fetch_add(&th->sh->done_devices, 1);
 }
 
 static void on_acked(hdc_conn *c, void *ud, const uint64_t *ids, size_t n) {
@@ -289,7 +168,7 @@ static void on_close(hdc_conn *c, void *ud, const hdc_close_info *why) {
   }
   th->inflight--;
   atomic_fetch_add(&th->sh->failed, 1);
-  fprintf(stderr, "herald-bench: %s could not connect: %s %s\n", d->id,
+  fprintf(stderr, "herald-bench: %s could not connect: %s %s\n", d->reg.id,
           hdc_strerror(why->status), why->sys_err ? uv_strerror(why->sys_err) : "");
   pace(th);
 }
@@ -301,9 +180,9 @@ static void dev_connect(idev *d) {
       .on_ready = on_ready, .on_msg = on_msg, .on_acked = on_acked, .on_close = on_close};
   hdc_conn_opts co = {.host = o->ipc_host,
                       .port = o->ipc_port,
-                      .device = d->id,
+                      .device = d->reg.id,
                       .tenant = o->tenant,
-                      .token = d->token,
+                      .token = d->reg.token,
                       .agent = "herald-bench",
                       .connect_timeout_ms = 60000};
   if (hdc_conn_open(&th->loop, &co, &cbs, d, &d->c)) {
@@ -367,14 +246,10 @@ static int setup(run *r, opts *o, int deliver) {
   if (!r->pid) fprintf(stderr, "herald-bench: broker pid not found: no RSS figures\n");
   if (load_key(o, r->key, sizeof r->key)) return 1;
   r->devs = calloc((size_t)o->devices, sizeof *r->devs);
-  char run_id[16];
-  snprintf(run_id, sizeof run_id, "%lx", (unsigned long)(now_ns() & 0xffffff));
   size_t bitmap = (size_t)(o->messages + 7) / 8;
-  for (long i = 0; i < o->devices; i++) {
-    snprintf(r->devs[i].id, sizeof r->devs[i].id, "ipb-%s-%ld", run_id, i);
-    if (deliver) r->devs[i].seen = calloc(bitmap, 1);
-  }
-  if (provision(o, r->key, r->devs, o->devices, &r->prov_s)) return 1;
+  for (long i = 0; deliver && i < o->devices; i++) r->devs[i].seen = calloc(bitmap, 1);
+  if (hb_provision(o, r->key, "ipb", &r->devs[0].reg, sizeof *r->devs, o->devices, &r->prov_s))
+    return 1;
   return 0;
 }
 
@@ -392,7 +267,7 @@ static void connect_all(run *r) {
     if (th->ndev < 0) th->ndev = 0;
     th->maxinflight = o->parallel / T > 0 ? o->parallel / T : 1;
     for (long i = 0; i < th->ndev; i++) th->devs[i].th = th;
-    hb_hist_init(&th->lat);
+    hb_rx_init(&th->rx);
     uv_loop_init(&th->loop);
     uv_async_init(&th->loop, &th->stop, on_thread_stop);
     th->stop.data = th;
@@ -446,18 +321,18 @@ int run_ipconn_idle(opts *o) {
     return 1;
   }
   sleep_s(1.0); /* let the registrations' commits and the broker settle */
-  mem m0 = broker_mem(r.pid);
+  usage m0 = broker_usage(r.pid);
   connect_all(&r);
   long ready = atomic_load(&r.sh.ready), failed = atomic_load(&r.sh.failed);
   sleep_s(2.0);
-  mem m1 = broker_mem(r.pid);
-  double auth = metric(o, "herald_ipconn_authenticated");
+  usage m1 = broker_usage(r.pid);
+  double auth = hb_metric(o, "herald_ipconn_authenticated");
   double per_rss = ready ? (m1.rss_kb - m0.rss_kb) * 1024.0 / ready : 0;
   double per_anon = ready ? (m1.anon_kb - m0.anon_kb) * 1024.0 / ready : 0;
-  mem m2 = m1;
+  usage m2 = m1;
   if (o->hold > 0) {
     sleep_s(o->hold);
-    m2 = broker_mem(r.pid);
+    m2 = broker_usage(r.pid);
   }
   long dropped = atomic_load(&r.sh.dropped), ndeny;
   const char *deny = first_deny(&r, &ndeny);
@@ -520,7 +395,7 @@ int run_ipconn(opts *o) {
       if (now_ns() - last > 500000000u) {
         last = now_ns();
         uint64_t dl = 0;
-        for (int t = 0; t < o->threads; t++) dl += r.ths[t].deliveries;
+        for (int t = 0; t < o->threads; t++) dl += r.ths[t].rx.deliveries;
         fprintf(stderr, "\r  published %ld/%ld  deliveries %llu   ", pub.next, o->messages,
                 (unsigned long long)dl);
       }
@@ -545,17 +420,16 @@ int run_ipconn(opts *o) {
   long dropped = atomic_load(&r.sh.dropped), ndeny;
   const char *deny = first_deny(&r, &ndeny);
   teardown(&r);
-  hb_hist lat;
-  hb_hist_init(&lat);
-  uint64_t deliveries = 0, dups = 0, last = 0, acks = 0, confirmed = 0;
+  hb_rx rx;
+  hb_rx_init(&rx);
+  uint64_t acks = 0, confirmed = 0;
   for (int t = 0; t < o->threads; t++) {
-    hb_hist_merge(&lat, &r.ths[t].lat);
-    deliveries += r.ths[t].deliveries;
-    dups += r.ths[t].dups;
+    hb_rx_merge(&rx, &r.ths[t].rx);
     acks += r.ths[t].acks_sent;
     confirmed += r.ths[t].acks_confirmed;
-    if (r.ths[t].last_delivery_ns > last) last = r.ths[t].last_delivery_ns;
   }
+  uint64_t deliveries = rx.deliveries, dups = rx.dups, last = rx.last_ns;
+  const hb_hist *lat = &rx.lat;
   hb_paced_close(&pub);
   uv_run(&loop, UV_RUN_DEFAULT);
   zmq_ctx_term(zctx);
@@ -572,7 +446,7 @@ int run_ipconn(opts *o) {
            (unsigned long long)deliveries, expected, expected - (long)deliveries,
            (unsigned long long)dups, (unsigned long long)acks, (unsigned long long)confirmed,
            dropped, ndeny, span, deliveries / span);
-    print_lat("latency", &lat, 1);
+    print_lat("latency", lat, 1);
     printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld, \"provision_s\": %.2f, "
            "\"connect_s\": %.2f}\n", cpu, u1.rss_kb, r.prov_s, r.connect_s);
   } else {
@@ -589,10 +463,11 @@ int run_ipconn(opts *o) {
              deny);
     printf("  deliveries/s    %.0f  (first publish to last delivery: %.3f s)\n",
            deliveries / span, span);
-    print_lat("publish->deliver", &lat, 0);
+    print_lat("publish->deliver", lat, 0);
     if (r.pid) printf("  broker CPU %.0f %%  RSS %ld KiB (pid %d)\n", cpu, u1.rss_kb, r.pid);
     printf("  provisioning    %.2f s, connecting %.2f s\n", r.prov_s, r.connect_s);
   }
+  hb_plot_run(o, "ipconn: publish->deliver", lat);
   hb_paced_free(&pub);
   free_run(&r);
   return 0;

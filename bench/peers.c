@@ -5,10 +5,12 @@
  *                  / If-None-Match from the previous message's Last-Modified / Etag), M messages
  *                  POSTed to the publisher location at R per second (0: as fast as 16 publisher
  *                  connections go).
- *   pushpin      = longpoll through Pushpin: GETs go through the proxy to an origin that answers
- *                  with a GRIP hold on channel "bench"; messages are POSTed to Pushpin's publish
- *                  API (--publish HOST:PORT). A plain hold has no cursor: what is published while
- *                  a client is between two polls is lost to it, and counted as lost.
+ *   pushpin      = longpoll through Pushpin and its origin (bench/peers/grip_origin.js): N
+ *                  subscribers GET /lp/CH?since=CURSOR through Pushpin; the origin answers with
+ *                  what came after the cursor, or with a GRIP hold (prev-id = the cursor, so
+ *                  Pushpin asks the origin again when it misses a message); M messages are POSTed
+ *                  to the origin (--publish HOST:PORT, /pub/CH), which stores each and publishes
+ *                  it to Pushpin. Answers are {"messages": [...], "cursor": "K"}, as Herald's.
  *   mqtt-fanout  = ipconn: N MQTT 3.1.1 clients SUBSCRIBE QoS 1, one publisher sends M QoS 1
  *                  PUBLISHes; subscribers PUBACK each, the publisher counts PUBACKs.
  *   mqtt-ingest  = ingest: C MQTT connections keep W QoS 1 PUBLISHes each in flight; a PUBACK
@@ -21,6 +23,7 @@
  * sequence number and send time, as Herald's do. JSON output has the same keys as the Herald
  * scenarios so bench/report.py can put them side by side. Benchmarks measure; they never assert.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,11 +32,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "bench.h"
 #include "hist.h"
 #include "httpc.h"
 #include "pconn.h"
+#include "plot.h"
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -66,8 +71,11 @@ static void print_result(const char *scenario, const opts *o, long devices, long
     printf("  deliveries/s    %.0f  (first publish to last delivery: %.3f s)\n",
            span > 0 ? deliveries / span : 0, span);
     print_lat("publish->deliver", lat, 0);
-    if (o->pid) printf("  peer CPU %.0f %%  RSS %ld KiB (pid %d)\n", cpu, rss_kb, o->pid);
+    if (o->npids) printf("  peer CPU %.0f %%  RSS %ld KiB (pid %s)\n", cpu, rss_kb, o->pid_arg);
   }
+  char what[64];
+  snprintf(what, sizeof what, "%s: publish->deliver", scenario);
+  hb_plot_run(o, what, lat);
 }
 
 /* ---- what every subscriber thread shares ---- */
@@ -75,8 +83,10 @@ typedef struct sub {
   struct sthread *th;
   long idx;
   hb_conn *http;   /* nchan, pushpin */
+  uv_timer_t *backoff; /* http: re-poll after an error answer (made on the first error) */
   pconn *mq;       /* mqtt */
   char last_mod[64], etag[64];
+  char cursor[24]; /* pushpin: the origin's cursor */
   uint8_t *seen;
   long received;
   int ready;
@@ -97,29 +107,25 @@ typedef struct sthread {
   pthread_t thread;
   sub *subs;
   long n, next, inflight;
-  hb_hist lat;
-  uint64_t deliveries, dups, errors, last_ns;
+  hb_rx rx;
+  uint64_t errors;
   struct sockaddr_in addr;
 } sthread;
 
 static void got_seq(sub *d, int64_t s, uint64_t t, uint64_t now) {
   sthread *th = d->th;
-  long M = th->sh->o->messages;
-  int fresh = hb_seen_mark(d->seen, M, s);
-  if (fresh < 0) return;
-  if (!fresh) {
-    th->dups++;
-    return;
-  }
-  d->received++;
-  th->deliveries++;
-  th->last_ns = now;
-  hb_hist_record(&th->lat, now - t);
-  if (d->received == M) atomic_fetch_add(&th->sh->done_devices, 1);
+  if (hb_rx_got(&th->rx, d->seen, &d->received, th->sh->o->messages, s, t, now))
+    atomic_fetch_add(&th->sh->done_devices, 1);
 }
 
 /* ---- HTTP long-poll subscribers (nchan, pushpin) ---- */
 static void lp_poll(sub *d);
+
+static void on_backoff(uv_timer_t *t) { lp_poll(t->data); }
+
+/* After an error answer a client waits LP_BACKOFF_MS before it polls again, as a real one would,
+ * rather than hammering a peer that is refusing work. */
+#define LP_BACKOFF_MS 100
 
 static void on_lp(hb_conn *c, void *ud, int status, const char *body, size_t len) {
   sub *d = ud;
@@ -128,7 +134,18 @@ static void on_lp(hb_conn *c, void *ud, int status, const char *body, size_t len
   if (status == 200) {
     uint64_t now = now_ns();
     json_t *j = json_loadb(body, len, 0, NULL);
-    if (j) {
+    if (j && th->sh->kind == 1) { /* {"messages": [{"s","t","p"}...], "cursor": "K"} */
+      json_t *msgs = json_object_get(j, "messages"), *m;
+      size_t i;
+      json_array_foreach(msgs, i, m) {
+        got_seq(d, json_integer_value(json_object_get(m, "s")),
+                (uint64_t)json_integer_value(json_object_get(m, "t")), now);
+      }
+      const char *cur = json_string_value(json_object_get(j, "cursor"));
+      if (cur) snprintf(d->cursor, sizeof d->cursor, "%s", cur);
+      else th->errors++;
+      json_decref(j);
+    } else if (j) {
       got_seq(d, json_integer_value(json_object_get(j, "s")),
               (uint64_t)json_integer_value(json_object_get(j, "t")), now);
       json_decref(j);
@@ -138,8 +155,21 @@ static void on_lp(hb_conn *c, void *ud, int status, const char *body, size_t len
     snprintf(d->last_mod, sizeof d->last_mod, "%s", hb_conn_last_modified(c));
     snprintf(d->etag, sizeof d->etag, "%s", hb_conn_etag(c));
   } else if (status != 304 && status != 408) {
+    /* What the peer said when it refused, for the record (the first few per thread). */
+    if (th->errors < 3) {
+      size_t n = len > 120 ? 120 : len;
+      while (n && (body[n - 1] == '\n' || body[n - 1] == '\r')) n--;
+      fprintf(stderr, "herald-bench: poll answered %d %.*s\n", status, (int)n, body);
+    }
     th->errors++;
-    if (status < 0) sleep_ms(1);
+    if (!d->backoff && (d->backoff = malloc(sizeof *d->backoff))) {
+      uv_timer_init(&th->loop, d->backoff);
+      d->backoff->data = d;
+    }
+    if (d->backoff) {
+      uv_timer_start(d->backoff, on_backoff, LP_BACKOFF_MS, 0);
+      return;
+    }
   }
   lp_poll(d);
 }
@@ -147,11 +177,15 @@ static void on_lp(hb_conn *c, void *ud, int status, const char *body, size_t len
 static void lp_poll(sub *d) {
   sthread *th = d->th;
   opts *o = th->sh->o;
-  char hdr[256] = "";
+  char hdr[256] = "", path[300];
   if (th->sh->kind == 0 && d->last_mod[0])
     snprintf(hdr, sizeof hdr, "If-Modified-Since: %s\r\nIf-None-Match: %s\r\n", d->last_mod,
              d->etag);
-  if (hb_conn_request_h(d->http, "GET", o->sub_path, hdr, NULL, on_lp, d)) th->errors++;
+  if (th->sh->kind == 1)
+    snprintf(path, sizeof path, "%s?since=%s", o->sub_path, d->cursor[0] ? d->cursor : "0");
+  else
+    snprintf(path, sizeof path, "%s", o->sub_path);
+  if (hb_conn_request_h(d->http, "GET", path, hdr, NULL, on_lp, d)) th->errors++;
   if (!d->ready) {
     d->ready = 1;
     atomic_fetch_add(&th->sh->ready, 1);
@@ -342,10 +376,13 @@ static void on_ping(uv_timer_t *t) {
     if (th->subs[i].mq) pconn_write(th->subs[i].mq, ping, 2);
 }
 
+static void on_backoff_closed(uv_handle_t *h) { free(h); }
+
 static void on_sthread_stop(uv_async_t *a) {
   sthread *th = a->data;
   for (long i = 0; i < th->n; i++) {
     if (th->subs[i].http) hb_conn_close(th->subs[i].http);
+    if (th->subs[i].backoff) uv_close((uv_handle_t *)th->subs[i].backoff, on_backoff_closed);
     if (th->subs[i].mq) pconn_close(th->subs[i].mq);
     th->subs[i].http = NULL;
     th->subs[i].mq = NULL;
@@ -410,19 +447,9 @@ static void fpub_send(fpub *p, int slot) {
     p->next++;
     return;
   }
-  char msg[4300];
-  snprintf(msg, sizeof msg, "{\"s\":%ld,\"t\":%llu,\"p\":\"%s\"}", p->next,
+  /* nchan stores the body as the message; the pushpin origin stores and publishes it */
+  snprintf(p->body, sizeof p->body, "{\"s\":%ld,\"t\":%llu,\"p\":\"%s\"}", p->next,
            (unsigned long long)t, pad);
-  if (p->kind == 0) {
-    snprintf(p->body, sizeof p->body, "%s", msg);
-  } else { /* pushpin: the message as the body of an http-response format, JSON-escaped */
-    json_t *j = json_pack("{s:[{s:s, s:{s:{s:s}}}]}", "items", "channel", "bench", "formats",
-                          "http-response", "body", msg);
-    char *s = json_dumps(j, JSON_COMPACT);
-    snprintf(p->body, sizeof p->body, "%s", s);
-    free(s);
-    json_decref(j);
-  }
   p->busy[slot] = 1;
   p->next++;
   if (hb_conn_request_h(p->http[slot], "POST", o->pub_path, NULL, p->body, on_pub_done,
@@ -468,7 +495,8 @@ static void on_mq_pub_event(pconn *c, void *ud, int status) {
   }
 }
 
-/* How many subscribers the peer reports (nchan's channel info), -1 if unknown. */
+/* How many subscribers the peer reports (nchan's channel info; for pushpin, how many holds the
+ * origin has handed out on the channel), -1 if unknown. */
 typedef struct cscrape {
   long v;
   int done;
@@ -477,12 +505,13 @@ typedef struct cscrape {
 static void on_chinfo(hb_conn *c, void *ud, int status, const char *body, size_t len) {
   cscrape *s = ud;
   const char *p = status == 200 ? strstr(body, "subscribers") : NULL;
+  if (!p && status == 200) p = strstr(body, "holds");
   if (p) p = strpbrk(p, "0123456789");
   s->v = p ? atol(p) : (status == 404 ? 0 : -1);
   s->done = 1;
 }
 
-static long nchan_subscribers(uv_loop_t *loop, const struct sockaddr_in *a, const char *path) {
+static long peer_subscribers(uv_loop_t *loop, const struct sockaddr_in *a, const char *path) {
   cscrape s = {-1, 0};
   hb_conn *c = hb_conn_new(loop, a);
   hb_conn_request_h(c, "GET", path, "Accept: text/json\r\n", NULL, on_chinfo, &s);
@@ -491,6 +520,47 @@ static long nchan_subscribers(uv_loop_t *loop, const struct sockaddr_in *a, cons
   hb_conn_close(c);
   uv_run(loop, UV_RUN_NOWAIT);
   return s.v;
+}
+
+/* The value after tnetstring key `key` (e.g. "11:subscribers,") in msg: its text and length. */
+static const char *tns_value(const char *msg, size_t len, const char *key, size_t *vlen) {
+  const char *k = memmem(msg, len, key, strlen(key));
+  if (!k) return NULL;
+  const char *p = k + strlen(key), *end = msg + len;
+  size_t n = 0;
+  while (p < end && *p >= '0' && *p <= '9') n = n * 10 + (size_t)(*p++ - '0');
+  if (p >= end || *p != ':' || (size_t)(end - p - 1) < n) return NULL;
+  *vlen = n;
+  return p + 1;
+}
+
+/* Pushpin's handler says on its stats socket (ZeroMQ PUB, tnetstring) how many sessions a channel
+ * holds: "sub" packets {"channel": CH, "subscribers": N, ...}. Listen until CH has o->devices
+ * (or the deadline); returns the last count seen, -1 if none. */
+static long pushpin_wait_held(const opts *o, const char *ch, uint64_t deadline) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_SUB);
+  long n = -1;
+  int linger = 0;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(s, ZMQ_SUBSCRIBE, "sub ", 4);
+  if (zmq_connect(s, o->peer_stats) != 0) {
+    fprintf(stderr, "herald-bench: --peer-stats %s: %s\n", o->peer_stats, zmq_strerror(errno));
+  } else {
+    char msg[2048];
+    while (n < o->devices && now_ns() < deadline) {
+      zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+      if (zmq_poll(&pi, 1, 200) <= 0) continue;
+      int len = zmq_recv(s, msg, sizeof msg, 0);
+      if (len <= 0 || len > (int)sizeof msg) continue;
+      size_t cl = 0, sl = 0;
+      const char *c = tns_value(msg, (size_t)len, "7:channel,", &cl);
+      const char *v = tns_value(msg, (size_t)len, "11:subscribers,", &sl);
+      if (c && v && cl == strlen(ch) && memcmp(c, ch, cl) == 0) n = atol(v);
+    }
+  }
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return n;
 }
 
 /* nchan, pushpin, mqtt-fanout */
@@ -503,7 +573,7 @@ int run_peer_fanout(opts *o, int kind) {
   if (kind == 1) uv_ip4_addr(o->pub_host, o->pub_port, &pa);
   else pa = sa;
   sshared sh = {.o = o, .kind = kind};
-  if (kind == 0) { /* a channel of its own per run: no message of an earlier run comes back */
+  if (kind <= 1) { /* a channel of its own per run: no message of an earlier run comes back */
     static char sp[256], pp[256];
     unsigned long run = (unsigned long)(now_ns() & 0xffffffff);
     snprintf(sp, sizeof sp, "%s/r%lx", o->sub_path, run);
@@ -529,7 +599,7 @@ int run_peer_fanout(opts *o, int kind) {
       th->subs[i].idx = (long)t * per + i;
       th->subs[i].seen = calloc(bitmap, 1);
     }
-    hb_hist_init(&th->lat);
+    hb_rx_init(&th->rx);
     uv_loop_init(&th->loop);
     uv_async_init(&th->loop, &th->stop, on_sthread_stop);
     th->stop.data = th;
@@ -544,13 +614,20 @@ int run_peer_fanout(opts *o, int kind) {
   uint64_t deadline = now_ns() + 120ull * 1000000000u;
   while (atomic_load(&sh.ready) + atomic_load(&sh.failed) < o->devices && now_ns() < deadline)
     sleep_ms(20);
-  if (kind == 0) { /* the GETs are sent; wait until Nchan holds them all */
+  if (kind == 1 && o->peer_stats) { /* the GETs are sent; wait until Pushpin holds them all */
+    long n = pushpin_wait_held(o, strrchr(o->pub_path, '/') + 1, deadline);
+    if (n < o->devices) fprintf(stderr, "herald-bench: pushpin reports %ld subscribers\n", n);
+  } else if (kind <= 1) {
+    char info[300];
     long n = 0;
-    while ((n = nchan_subscribers(&loop, &pa, o->pub_path)) < o->devices && now_ns() < deadline)
+    /* Without its stats socket, Pushpin has no count to ask for: its origin counts the holds
+     * it answered with, and Pushpin registers each some time after (a second at a guess). */
+    snprintf(info, sizeof info, kind == 0 ? "%s" : "/stats/%s",
+             kind == 0 ? o->pub_path : strrchr(o->pub_path, '/') + 1);
+    while ((n = peer_subscribers(&loop, &pa, info)) < o->devices && now_ns() < deadline)
       sleep_ms(100);
-    if (n < o->devices) fprintf(stderr, "herald-bench: nchan reports %ld subscribers\n", n);
-  } else if (kind == 1) { /* Pushpin has no count to ask for: give the holds time to settle */
-    sleep_ms(1000 + (int)(o->devices / 2));
+    if (n < o->devices) fprintf(stderr, "herald-bench: %s reports %ld subscribers\n", names[kind], n);
+    if (kind == 1) sleep_ms(1000);
   }
   double connect_s = (now_ns() - t_conn) / 1e9;
   long ready = atomic_load(&sh.ready);
@@ -569,7 +646,7 @@ int run_peer_fanout(opts *o, int kind) {
   }
   uv_timer_init(&loop, &pub.timer);
   pub.timer.data = &pub;
-  usage u0 = broker_usage(o->pid);
+  usage u0 = pids_usage(o);
   uint64_t t0 = now_ns();
   if (o->rate > 0) {
     uint64_t every = (uint64_t)(1000.0 / o->rate);
@@ -588,22 +665,20 @@ int run_peer_fanout(opts *o, int kind) {
     sleep_ms(1);
   }
   uint64_t t_end = now_ns();
-  usage u1 = broker_usage(o->pid);
+  usage u1 = pids_usage(o);
   atomic_store(&sh.stopping, 1);
   for (int t = 0; t < T; t++) uv_async_send(&ths[t].stop);
-  hb_hist lat;
-  hb_hist_init(&lat);
-  uint64_t deliveries = 0, dups = 0, errors = 0, last = 0;
+  hb_rx rx;
+  hb_rx_init(&rx);
+  uint64_t errors = 0;
   for (int t = 0; t < T; t++) {
     pthread_join(ths[t].thread, NULL);
     uv_run(&ths[t].loop, UV_RUN_DEFAULT);
     uv_loop_close(&ths[t].loop);
-    hb_hist_merge(&lat, &ths[t].lat);
-    deliveries += ths[t].deliveries;
-    dups += ths[t].dups;
+    hb_rx_merge(&rx, &ths[t].rx);
     errors += ths[t].errors;
-    if (ths[t].last_ns > last) last = ths[t].last_ns;
   }
+  uint64_t last = rx.last_ns;
   uv_timer_stop(&pub.timer);
   uv_close((uv_handle_t *)&pub.timer, NULL);
   for (int i = 0; i < NPUB; i++)
@@ -613,8 +688,8 @@ int run_peer_fanout(opts *o, int kind) {
   uv_loop_close(&loop);
   double span = ((last ? last : t_end) - t0) / 1e9;
   double cpu = 100 * (u1.cpu_s - u0.cpu_s) / ((t_end - t0) / 1e9);
-  print_result(names[kind], o, ready, ready * o->messages, deliveries, dups, errors, span, &lat,
-               cpu, u1.rss_kb);
+  print_result(names[kind], o, ready, ready * o->messages, rx.deliveries, rx.dups, errors, span,
+               &rx.lat, cpu, u1.rss_kb);
   if (!o->json)
     printf("  publishes       %ld acknowledged, %ld refused; subscribers in place in %.2f s\n",
            pub.acked, pub.refused, connect_s);
@@ -811,7 +886,7 @@ int run_peer_ingest(opts *o, int kind) {
       fprintf(stderr, "herald-bench: connection %d not ready\n", i);
       return 1;
     }
-  usage u0 = broker_usage(o->pid);
+  usage u0 = pids_usage(o);
   uint64_t t0 = now_ns();
   for (int i = 0; i < o->connections; i++)
     for (int w = 0; w < o->window; w++) ing_send(&g.conns[i]);
@@ -821,7 +896,7 @@ int run_peer_ingest(opts *o, int kind) {
   uv_timer_start(&timer, on_ing_end, (uint64_t)(o->duration * 1000), 0);
   while (!g.stopping) uv_run(&loop, UV_RUN_ONCE);
   uint64_t t1 = now_ns();
-  usage u1 = broker_usage(o->pid);
+  usage u1 = pids_usage(o);
   for (int i = 0; i < o->connections; i++) {
     pconn_close(g.conns[i].c);
   }
@@ -844,10 +919,13 @@ int run_peer_ingest(opts *o, int kind) {
            (unsigned long long)g.refused);
     printf("  publishes/s     %.0f\n", g.acked / secs);
     print_lat("ack latency", &g.lat, 0);
-    if (o->pid)
-      printf("  peer CPU %.0f %%  RSS %ld KiB (pid %d)\n", 100 * (u1.cpu_s - u0.cpu_s) / secs,
-             u1.rss_kb, o->pid);
+    if (o->npids)
+      printf("  peer CPU %.0f %%  RSS %ld KiB (pid %s)\n", 100 * (u1.cpu_s - u0.cpu_s) / secs,
+             u1.rss_kb, o->pid_arg);
   }
+  char what[64];
+  snprintf(what, sizeof what, "%s: ack latency", name);
+  hb_plot_run(o, what, &g.lat);
   for (int i = 0; i < o->connections; i++) free(g.conns[i].sent_at);
   free(g.conns);
   return 0;

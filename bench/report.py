@@ -1,13 +1,27 @@
 #!/usr/bin/env python3
-"""bench/report.py RESULTS.jsonl — PERFORMANCE.md-ready tables from bench/run.sh's results:
-per workload and system the median and the spread (min-max) over rounds, and Herald/peer
-ratios of the medians. Failed runs are listed, not hidden."""
+"""bench/report.py RESULTS.jsonl [--plots DIR --bench HERALD_BENCH] — PERFORMANCE.md-ready
+tables from bench/run.sh's results: per workload and system the median and the spread (min-max)
+over rounds, and Herald/peer ratios of the medians. Failed runs are listed, not hidden.
+
+With --plots, one picture per workload, DIR/WORKLOAD-latency.png: every system's latency
+distribution side by side (the histograms of all its rounds merged, drawn by
+`herald-bench plot` with gnuplot), referenced under the workload's table."""
+import argparse
 import json
+import os
 import statistics
-import sys
+import subprocess
 from collections import OrderedDict, defaultdict
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ap = argparse.ArgumentParser()
+ap.add_argument("results")
+ap.add_argument("--plots", metavar="DIR", help="draw DIR/WORKLOAD-latency.png")
+ap.add_argument("--bench", metavar="BIN", default="herald-bench", help="herald-bench to plot with")
+args = ap.parse_args()
+
+rows = [json.loads(l) for l in open(args.results) if l.strip()]
+if args.plots:
+    os.makedirs(args.plots, exist_ok=True)
 runs = defaultdict(list)
 failed = []
 order = OrderedDict()
@@ -41,6 +55,7 @@ FANOUT = [("deliveries/s", "deliveries_per_s", "{:,.0f}", True),
           ("p99 ms", "latency_ms.p99", "{:.1f}", False),
           ("lost", "lost", "{:.0f}", False),
           ("dups", "duplicates", "{:.0f}", False),
+          ("errors", "errors", "{:.0f}", False),
           ("CPU %", "broker_cpu_pct", "{:.0f}", False),
           ("RSS KiB", "broker_rss_kb", "{:,.0f}", False)]
 INGEST = [("publishes/s", "publishes_per_s", "{:,.0f}", True),
@@ -49,23 +64,89 @@ INGEST = [("publishes/s", "publishes_per_s", "{:,.0f}", True),
           ("refused", "refused", "{:.0f}", False),
           ("CPU %", "broker_cpu_pct", "{:.0f}", False),
           ("RSS KiB", "broker_rss_kb", "{:,.0f}", False)]
+UPDATES = [("downloads/s", "downloads_per_s", "{:,.1f}", True),
+           ("MiB/s", "mib_per_s", "{:,.0f}", False),
+           ("done p50 ms", "completion_ms.p50", "{:,.0f}", False),
+           ("done p99 ms", "completion_ms.p99", "{:,.0f}", False),
+           ("done max ms", "completion_ms.max", "{:,.0f}", False),
+           ("failed", "failed", "{:.0f}", False),
+           ("CPU %", "broker_cpu_pct", "{:.0f}", False),
+           ("RSS KiB", "broker_rss_kb", "{:,.0f}", False)]
+SMPP = [("SMS/s", "sms_per_s", "{:,.0f}", True),
+        ("receipts/s", "receipts_per_s", "{:,.0f}", False),
+        ("receipt p50 ms", "latency_ms.p50", "{:.0f}", False),
+        ("receipt p99 ms", "latency_ms.p99", "{:.0f}", False),
+        ("lost", "lost", "{:.0f}", False),
+        ("dups", "duplicates", "{:.0f}", False),
+        ("CPU %", "broker_cpu_pct", "{:.0f}", False),
+        ("SMSC CPU %", "smsc_cpu_pct", "{:.0f}", False)]
+COLS = {"ingest": INGEST, "updates": UPDATES, "smpp": SMPP}
+# The histogram each workload's plot draws (default latency_hist: publish->deliver), and its name.
+HIST = {"ingest": ("ack_latency_hist", "ack latency"),
+        "updates": ("completion_hist", "agents' completion time from t0"),
+        "smpp": ("latency_hist", "publish->receipt")}
 TITLES = {
-    "longpoll": "Long-poll broadcast (Herald long-poll vs Nchan long-poll)",
+    "longpoll": "Long-poll broadcast (Herald long-poll vs Nchan long-poll vs Pushpin + origin)",
+    "longpoll10k": "Long-poll broadcast, 10,000 subscribers (Herald vs Nchan vs Pushpin + origin)",
     "fanout100": "Persistent connections, 100 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "fanout1000": "Persistent connections, 1,000 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "ingest": "Durable ingest (Herald ZeroMQ vs Mosquitto QoS 1 vs NATS JetStream)",
     "halfpeak": "Herald long-poll latency at half its own peak broadcast rate",
+    "updates": "Update rush: agents doing update-check, download and install report at once",
+    "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",
 }
+
+
+
+def plot(w, systems):
+    """Merge each system's histograms over its rounds and draw them side by side. Returns the
+    picture's file name, or None (the reason on stderr)."""
+    key, what = HIST.get(w, ("latency_hist", "publish->deliver"))
+    pairs = []
+    for s in systems:
+        buckets, lo, hi = defaultdict(int), None, None
+        for r in runs[(w, s)]:
+            h = r.get(key)
+            if not h or not h.get("buckets"):
+                continue
+            for upper, count in h["buckets"]:
+                buckets[upper] += count
+            lo = h["min_ns"] if lo is None else min(lo, h["min_ns"])
+            hi = h["max_ns"] if hi is None else max(hi, h["max_ns"])
+        if not buckets:
+            continue
+        f = os.path.join(args.plots, f"{w}-{s}.hist")
+        with open(f, "w") as out:
+            out.write(f"min {lo}\nmax {hi}\n")
+            for upper in sorted(buckets):
+                out.write(f"{upper} {buckets[upper]}\n")
+        lost = sum(r.get("lost") or 0 for r in runs[(w, s)])
+        n = len(runs[(w, s)])
+        pairs.append(f"{s} ({n} run{'s' if n > 1 else ''}{f', {lost:,} lost' if lost else ''})={f}")
+    if not pairs:
+        return None
+    png = f"{w}-latency.png"
+    title = f"{TITLES.get(w, w)}: {what}"
+    rc = subprocess.call([args.bench, "plot", "--out", os.path.join(args.plots, png),
+                          "--title", title] + pairs)
+    return png if rc == 0 else None
+
 
 print(f"Rounds per system: up to {max((r['round'] for r in rows), default=0)}. "
       "Cells: median (min–max over rounds).\n")
 for w, systems in order.items():
     if w in ("heldpoll", "idle"):
         continue
-    cols = INGEST if w == "ingest" else FANOUT
+    cols = COLS.get(w, FANOUT)
     first = next((runs[(w, s)][0] for s in systems if runs[(w, s)]), {})
     shape = (f"{first.get('connections')} connections x {first.get('window')} in flight, "
              f"{first.get('payload_bytes')}-byte payloads" if w == "ingest" else
+             f"{first.get('devices')} agents, {first.get('package_bytes') or 0:,}-byte package, "
+             f"{first.get('threads')} client threads" if w == "updates" else
+             f"{first.get('devices')} devices x {first.get('messages')} "
+             f"{'direct messages' if first.get('direct') else 'broadcasts'}, rate "
+             f"{first.get('rate') or 'max'}, counted at the {first.get('counted_at')}"
+             if w == "smpp" else
              f"{first.get('devices')} subscribers x {first.get('messages')} messages, "
              f"rate {first.get('rate') or 'max'}")
     print(f"### {TITLES.get(w, w)}\n\n{shape}\n")
@@ -86,6 +167,10 @@ for w, systems in order.items():
         for s, m in med.items():
             if s != "herald" and m and med["herald"]:
                 print(f"Herald/{s} ({cols[0][0]}, medians): **{med['herald'] / m:.2f}x**  ")
+    if args.plots:
+        png = plot(w, systems)
+        print(f"\n![{w} latency distribution]({png})" if png else
+              "\n(latency plot not drawn: herald-bench plot said why on stderr)")
     print()
 
 for w, key, what in (("heldpoll", "rss_per_held_poll_bytes", "held long-poll"),

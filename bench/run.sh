@@ -5,11 +5,14 @@
 #   BENCH_QUICK=1 bench/run.sh   1 round, smaller N (a smoke test: a few minutes)
 #   BENCH_ROUNDS=N          override the number of rounds
 #   BENCH_OUT=DIR           where results go (default build/bench/<date>)
-#   BENCH_WORKLOADS="..."   a subset of: longpoll fanout ingest halfpeak memory (default all)
+#   BENCH_WORKLOADS="..."   a subset of: longpoll longpoll10k fanout ingest halfpeak memory
+#                           updates smpp (default all)
+#   BENCH_PORT_BASE=P       first of the 22 loopback ports used (default 18470)
 #
 # Every broker runs from its own binary on a private config in a temp dir, on loopback ports
-# 18470-18490, and is stopped at the end (also on Ctrl-C). Results: DIR/results.jsonl (one line
-# per run) and DIR/tables.md (medians, min-max, Herald/peer ratios; bench/report.py).
+# P..P+21, and is stopped at the end (also on Ctrl-C). Results: DIR/results.jsonl (one line
+# per run), DIR/tables.md (medians, min-max, Herald/peer ratios; bench/report.py) and
+# DIR/WORKLOAD-latency.png (every system's latency distribution, drawn with gnuplot).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -25,25 +28,56 @@ ulimit -n "$(ulimit -Hn)"
 
 if [ "$quick" = 1 ]; then
   LP_N=200; LP_M=50; F1_M=200; F2_M=50; ING_S=3; HOLD_N=2000; IDLE_N=2000; HP_M=100
+  LPX_N=2000; LPX_M=20
+  UPD_N=200; UPD_B=1M; SMS_N=100; SMS_M=10
 else
   LP_N=1000; LP_M=100; F1_M=500; F2_M=100; ING_S=5; HOLD_N=19000; IDLE_N=19000; HP_M=250
+  LPX_N=10000; LPX_M=100
+  UPD_N=1000; UPD_B=4M; SMS_N=1000; SMS_M=20
 fi
 
-HPORT=18470 NPORT=18480 MPORT=18483 JPORT=18484
+base=${BENCH_PORT_BASE:-18470}
+HPORT=$base NPORT=$((base + 10)) MPORT=$((base + 13)) JPORT=$((base + 14)) PPORT=$((base + 16))
+# A broker of someone else's on one of our ports would answer in our broker's place.
+for p in $(seq "$base" $((base + 21))); do
+  if (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null; then
+    echo "bench: port $p is in use; choose other ports with BENCH_PORT_BASE" >&2
+    exit 1
+  fi
+done
 stop_all() {
-  for s in herald:h nchan:nchan mosquitto:mq nats:nats; do
+  for s in herald:h nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
     "$here/peers/${s%%:*}.sh" stop "$tmp/${s##*:}" 2>/dev/null
   done
 }
-trap 'stop_all; exit 130' INT TERM
+# Whatever way the script ends (done, Ctrl-C, an error), nothing it started keeps running.
+trap 'stop_all; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
 
 "$here/peers/install.sh" >/dev/null || { echo "bench: installing the peers failed" >&2; exit 1; }
 hpid=$("$here/peers/herald.sh" start "$tmp/h" $HPORT) || { echo "bench: heraldd did not start" >&2; exit 1; }
 npid=$("$here/peers/nchan.sh" start "$tmp/nchan" $NPORT) || npid=
 mpid=$("$here/peers/mosquitto.sh" start "$tmp/mq" $MPORT) || mpid=
 jpid=$("$here/peers/nats.sh" start "$tmp/nats" $JPORT) || jpid=
+# Pushpin and its origin: several processes, their pids comma-separated for --pid
+ppids=$("$here/peers/pushpin.sh" start "$tmp/pp" $PPORT) || ppids=
+[ -z "$ppids" ] && echo "bench: pushpin did not start (see $tmp/pp); left out" >&2
 H=(--http 127.0.0.1:$HPORT --zmq tcp://127.0.0.1:$((HPORT + 1)) --ipconn 127.0.0.1:$((HPORT + 3))
    --data-dir "$tmp/h/data" --pid "$hpid" --json)
+pushpin_args() {
+  P=(pushpin --peer 127.0.0.1:$PPORT --publish 127.0.0.1:$((PPORT + 1)) --sub-path /lp
+     --pub-path /pub --peer-stats "ipc://$tmp/pp/run/pushpin-stats" --pid "$ppids" --json)
+}
+pushpin_args
+# A fresh Pushpin after a run that may have overwhelmed it, so the next rounds do not inherit
+# its backlog (or its absence, if it died).
+restart_pushpin() {
+  "$here/peers/pushpin.sh" stop "$tmp/pp"
+  rm -rf "$tmp/pp"
+  ppids=$("$here/peers/pushpin.sh" start "$tmp/pp" $PPORT) || ppids=
+  [ -z "$ppids" ] && echo "bench: pushpin did not restart; left out from here on" >&2
+  pushpin_args
+}
 
 # run WORKLOAD SYSTEM ROUND herald-bench-args... — one bounded run, one line of results.jsonl
 run() {
@@ -60,12 +94,23 @@ run() {
   sleep 1
 }
 
-want() { case " ${BENCH_WORKLOADS:-longpoll fanout ingest halfpeak memory} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${BENCH_WORKLOADS:-longpoll longpoll10k fanout ingest halfpeak memory updates smpp} " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$rounds"); do
   want longpoll && {
   run longpoll herald "$r" longpoll "${H[@]}" --devices $LP_N --messages $LP_M --rate 0
   [ -n "$npid" ] && run longpoll nchan "$r" nchan --peer 127.0.0.1:$NPORT --pid "$npid" --json \
     --devices $LP_N --messages $LP_M --rate 0
+  [ -n "$ppids" ] && run longpoll pushpin "$r" "${P[@]}" --devices $LP_N --messages $LP_M --rate 0
+  }
+  # The issue's reference point: 10,000 subscribers, where Pushpin is said to fall over on two
+  # cores; whatever happens (errors, losses, a run that never completes) is recorded as it is.
+  want longpoll10k && {
+  run longpoll10k herald "$r" longpoll "${H[@]}" --devices $LPX_N --messages $LPX_M --rate 0 \
+    --threads 2
+  [ -n "$npid" ] && run longpoll10k nchan "$r" nchan --peer 127.0.0.1:$NPORT --pid "$npid" \
+    --json --devices $LPX_N --messages $LPX_M --rate 0 --threads 2
+  [ -n "$ppids" ] && run longpoll10k pushpin "$r" "${P[@]}" --devices $LPX_N --messages $LPX_M \
+    --rate 0 --threads 2 && restart_pushpin
   }
   want fanout && {
   run fanout100 herald "$r" ipconn "${H[@]}" --devices 100 --messages $F1_M --rate 0
@@ -82,6 +127,9 @@ for r in $(seq 1 "$rounds"); do
   [ -n "$jpid" ] && run ingest nats-jetstream "$r" nats-ingest --peer 127.0.0.1:$JPORT \
     --pid "$jpid" --json --connections 4 --window 256 --duration $ING_S
   }
+  # Update rush, Herald only (no peer serves update-check): a fresh app and release each round.
+  want updates && run updates herald "$r" updates "${H[@]}" --devices $UPD_N \
+    --package-size $UPD_B --threads 2
 done
 
 # Latency at half of Herald's own long-poll peak: the median peak deliveries/s over LP_N
@@ -113,8 +161,24 @@ if want memory; then
   fresh_herald
   run idle herald 1 idle "${H[@]}" --devices $IDLE_N --threads 2
 fi
+# SMS escalation: a heraldd of its own with the sms transport bound to the SMSC peer and
+# push_policy = sms (bench/peers/smsc.sh conf), so no other workload pays the policy's cost.
+if want smpp; then
+  if sport=$("$here/peers/smsc.sh" start "$tmp/smsc" 0); then
+    "$here/peers/smsc.sh" conf "$sport" >"$tmp/sms.conf"
+    export HERALD_PLUGINS_EXTRA=sms HERALD_CONF_EXTRA=$tmp/sms.conf
+    fresh_herald
+    unset HERALD_PLUGINS_EXTRA HERALD_CONF_EXTRA
+    for r in $(seq 1 "$rounds"); do
+      run smpp herald "$r" smpp "${H[@]}" --events tcp://127.0.0.1:$((HPORT + 2)) \
+        --smsc-log "$tmp/smsc/smsc.jsonl" --smsc-pid "$(cat "$tmp/smsc/smsc.pid")" \
+        --devices $SMS_N --messages $SMS_M --rate 0
+    done
+  else
+    echo "bench: the SMSC peer did not start (make smsc-deps); smpp left out" >&2
+  fi
+fi
 stop_all
-rm -rf "$tmp"
-python3 "$here/report.py" "$res" >"$out/tables.md"
+python3 "$here/report.py" "$res" --plots "$out" --bench "$bin" >"$out/tables.md"
 cat "$out/tables.md"
 echo "bench: results in $out" >&2

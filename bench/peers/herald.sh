@@ -1,6 +1,8 @@
 #!/bin/bash
 # herald.sh start DIR PORT | stop DIR — heraldd from this build on 127.0.0.1: HTTP PORT, ZeroMQ
 # ingress PORT+1, events PORT+2, ipconn PORT+3; data in DIR/data; long-poll and ipconn loaded.
+# HERALD_PLUGINS_EXTRA=sms loads more transports; HERALD_CONF_EXTRA=FILE is appended to the
+# config (bench/peers/smsc.sh conf PORT writes the one of herald-bench smpp).
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18470}
@@ -20,10 +22,11 @@ ingress = tcp://127.0.0.1:$((port + 1))
 events = tcp://127.0.0.1:$((port + 2))
 [plugins]
 dir = $build/transports
-load = longpoll, ipconn
+load = longpoll, ipconn${HERALD_PLUGINS_EXTRA:+, $HERALD_PLUGINS_EXTRA}
 [transport ipconn]
 listen = 127.0.0.1:$((port + 3))
 CONF
+  [ -n "${HERALD_CONF_EXTRA:-}" ] && cat "$HERALD_CONF_EXTRA" >>"$dir/herald.conf"
   ulimit -n "$(ulimit -Hn)"
   "$build/heraldd" -c "$dir/herald.conf" >"$dir/herald.log" 2>&1 &
   echo $! >"$dir/herald.pid"
