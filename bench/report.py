@@ -80,9 +80,10 @@ SMPP = [("SMS/s", "sms_per_s", "{:,.0f}", True),
         ("dups", "duplicates", "{:.0f}", False),
         ("CPU %", "broker_cpu_pct", "{:.0f}", False),
         ("SMSC CPU %", "smsc_cpu_pct", "{:.0f}", False)]
-COLS = {"ingest": INGEST, "updates": UPDATES, "smpp": SMPP}
+COLS = {"ingest": INGEST, "ingestbatch": INGEST, "updates": UPDATES, "smpp": SMPP}
 # The histogram each workload's plot draws (default latency_hist: publish->deliver), and its name.
 HIST = {"ingest": ("ack_latency_hist", "ack latency"),
+        "ingestbatch": ("ack_latency_hist", "ack latency (of a batch)"),
         "updates": ("completion_hist", "agents' completion time from t0"),
         "smpp": ("latency_hist", "publish->receipt")}
 TITLES = {
@@ -91,6 +92,7 @@ TITLES = {
     "fanout100": "Persistent connections, 100 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "fanout1000": "Persistent connections, 1,000 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "ingest": "Durable ingest (Herald ZeroMQ vs Mosquitto QoS 1 vs NATS JetStream)",
+    "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
     "halfpeak": "Herald long-poll latency at half its own peak broadcast rate",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",
@@ -140,7 +142,7 @@ for w, systems in order.items():
     cols = COLS.get(w, FANOUT)
     first = next((runs[(w, s)][0] for s in systems if runs[(w, s)]), {})
     shape = (f"{first.get('connections')} connections x {first.get('window')} in flight, "
-             f"{first.get('payload_bytes')}-byte payloads" if w == "ingest" else
+             f"{first.get('payload_bytes')}-byte payloads" if w in ("ingest", "ingestbatch") else
              f"{first.get('devices')} agents, {first.get('package_bytes') or 0:,}-byte package, "
              f"{first.get('threads')} client threads" if w == "updates" else
              f"{first.get('devices')} devices x {first.get('messages')} "

@@ -5,7 +5,7 @@
 #   BENCH_QUICK=1 bench/run.sh   1 round, smaller N (a smoke test: a few minutes)
 #   BENCH_ROUNDS=N          override the number of rounds
 #   BENCH_OUT=DIR           where results go (default build/bench/<date>)
-#   BENCH_WORKLOADS="..."   a subset of: longpoll longpoll10k fanout ingest halfpeak memory
+#   BENCH_WORKLOADS="..."   a subset of: longpoll longpoll10k fanout ingest ingestbatch halfpeak memory
 #                           updates smpp (default all)
 #   BENCH_PORT_BASE=P       first of the 22 loopback ports used (default 18470)
 #
@@ -94,7 +94,7 @@ run() {
   sleep 1
 }
 
-want() { case " ${BENCH_WORKLOADS:-longpoll longpoll10k fanout ingest halfpeak memory updates smpp} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${BENCH_WORKLOADS:-longpoll longpoll10k fanout ingest ingestbatch halfpeak memory updates smpp} " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$rounds"); do
   want longpoll && {
   run longpoll herald "$r" longpoll "${H[@]}" --devices $LP_N --messages $LP_M --rate 0
@@ -127,6 +127,10 @@ for r in $(seq 1 "$rounds"); do
   [ -n "$jpid" ] && run ingest nats-jetstream "$r" nats-ingest --peer 127.0.0.1:$JPORT \
     --pid "$jpid" --json --connections 4 --window 256 --duration $ING_S
   }
+  # The same durable ingest with 100 messages per request ("batch"): each message still gets
+  # its own id, acknowledged after the fsync'd commit. No peer has an equivalent.
+  want ingestbatch && run ingestbatch herald "$r" ingest "${H[@]}" --connections 4 --window 16 \
+    --batch 100 --duration $ING_S
   # Update rush, Herald only (no peer serves update-check): a fresh app and release each round.
   want updates && run updates herald "$r" updates "${H[@]}" --devices $UPD_N \
     --package-size $UPD_B --threads 2
