@@ -1,8 +1,8 @@
 /* libFuzzer target: what an SMSC sends back about a message — the delivery receipt text
  * ("id:… sub:… dlvrd:… stat:… err:… text:…") with its receipted_message_id and message_state
  * TLVs (hd_smpp_receipt_parse), and message ids (hd_smpp_id_normalize), transports/smpp/
- * smpp_receipt.c. The PDUs around them are decoded inside smpp_session.c's socket handlers
- * (static, tied to the session), which this target does not reach.
+ * smpp_receipt.c. The PDUs around them (framing, deliver_sm, submit_sm_resp) are fuzz_smpp_pdu's,
+ * which hands its decoded receipts on to the same functions.
  *
  * Input: a control byte (TLV state, whether the TLV id is given, id type), the receipt text,
  * a NUL, the TLV id.

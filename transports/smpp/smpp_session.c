@@ -2,7 +2,8 @@
  *
  * Framing: every PDU starts with command_length (big-endian, header included); bytes are
  * collected in s->rbuf until a whole PDU is there, then dispatched. A length below 16 or above
- * PDU_MAX cannot be resynchronised: generic_nack ESME_RINVCMDLEN and drop the link.
+ * PDU_MAX cannot be resynchronised: generic_nack ESME_RINVCMDLEN and drop the link. Framing and
+ * the decoding of received bodies are smpp_pdu.c's (pure, fuzzed); acting on them is ours.
  *
  * Timers: one uv_timer_t per session, always armed for the earliest deadline of the state
  * (reconnect, connect/bind timeout, enquire_link due, the oldest outstanding request's response
@@ -26,6 +27,7 @@
 #include <smpp34_params.h>
 
 #include "herald/error.h"
+#include "smpp_pdu.h"
 
 #define PDU_MAX 70000          /* largest PDU accepted (message_payload can reach 64 KiB) */
 #define OUT_EXTRA 4            /* outstanding slots beyond the window: bind, enquire, unbind */
@@ -327,10 +329,6 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
 
 static void handle_pdu(hd_smpp_session *s, const uint8_t *p, uint32_t len);
 
-static uint32_t be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   hd_smpp_session *s = st->data;
   if (n < 0) {
@@ -342,17 +340,20 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   s->last_rx = uv_now(s->loop);
   uint32_t gen = s->conn_gen;
   size_t off = 0;
-  while (s->rlen - off >= 4 && gen == s->conn_gen) {
-    uint32_t len = be32(s->rbuf + off);
-    if (len < 16 || len > PDU_MAX) {
+  while (gen == s->conn_gen) {
+    uint32_t len = 0;
+    int fr = hd_smpp_frame(s->rbuf + off, s->rlen - off, PDU_MAX, &len);
+    if (fr == HD_SMPP_FRAME_BAD) {
       /* The stream cannot be resynchronised after a bad length. */
-      uint32_t seq = s->rlen - off >= 16 ? be32(s->rbuf + off + 12) : 0;
+      hd_smpp_hdr h;
+      uint32_t seq = hd_smpp_header(s->rbuf + off, s->rlen - off, &h) == 0 ? h.sequence_number
+                                                                            : 0;
       LOG(s, L_WARN, "smpp_bad_pdu", "command_length=%u", len);
       send_header(s, GENERIC_NACK, ESME_RINVCMDLEN, seq <= SEQ_MAX ? seq : 0);
       drop(s, "invalid command_length");
       return;
     }
-    if (s->rlen - off < len) break;
+    if (fr == HD_SMPP_FRAME_MORE) break;
     handle_pdu(s, s->rbuf + off, len);
     off += len;
   }
@@ -510,22 +511,12 @@ static void on_submit_resp(hd_smpp_session *s, outstanding *o, uint32_t status,
     goto ready;
   }
   s->throttle_backoff_ms = s->conf.throttle_ms;
-  char id[66] = "";
-  if (len > 16) {
-    submit_sm_resp_t r;
-    memset(&r, 0, sizeof r);
-    if (smpp34_unpack(SUBMIT_SM_RESP, &r, p, (int)len) == 0) {
-      snprintf(id, sizeof id, "%s", (const char *)r.message_id);
-    } else {
-      size_t n = strnlen((const char *)p + 16, len - 16);
-      if (n > 65) n = 65;
-      memcpy(id, p + 16, n);
-      id[n] = 0;
-    }
-  }
-  if (!*id) {
+  char id[66];
+  if (hd_smpp_submit_resp_id(p, len, id) == 0) {
     /* Accepted without an id: it cannot be matched to a receipt but it was accepted. */
-    LOG(s, L_WARN, "smpp_no_message_id", "seq=%u", be32(p + 12));
+    hd_smpp_hdr h;
+    hd_smpp_header(p, len, &h);
+    LOG(s, L_WARN, "smpp_no_message_id", "seq=%u", h.sequence_number);
   }
   s->h->submitted(s->ud, s, sub, HD_SMPP_OK, 0, id);
 ready:
@@ -542,41 +533,27 @@ static void on_deliver(hd_smpp_session *s, uint32_t seq, const uint8_t *p, uint3
     send_pdu(s, DELIVER_SM_RESP, &resp);
     return;
   }
-  deliver_sm_t d;
-  memset(&d, 0, sizeof d);
-  if (smpp34_unpack(DELIVER_SM, &d, p, (int)len) != 0) {
-    LOG(s, L_WARN, "smpp_bad_deliver_sm", "seq=%u error=\"%.200s\"", seq, smpp34_strerror);
-    destroy_tlv(d.tlv);
+  hd_smpp_deliver_pdu d; /* ~1.1 KiB: the loop thread's stack has room */
+  char err[256];
+  if (hd_smpp_decode_deliver(p, len, &d, err, sizeof err) != 0) {
+    LOG(s, L_WARN, "smpp_bad_deliver_sm", "seq=%u error=\"%.200s\"", seq, err);
     resp.command_status = ESME_RSYSERR;
     send_pdu(s, DELIVER_SM_RESP, &resp);
     return;
   }
-  char rid[66] = "";
-  hd_smpp_deliver dv = {.source_addr = (const char *)d.source_addr,
-                        .dest_addr = (const char *)d.destination_addr,
+  hd_smpp_deliver dv = {.source_addr = d.source_addr, .dest_addr = d.dest_addr,
                         .esm_class = d.esm_class, .data_coding = d.data_coding,
-                        .sm = d.short_message, .sm_len = d.sm_length, .message_state = -1};
-  tlv_t *t;
-  smpp34_tlv_for_each(t, d.tlv) {
-    if (t->tag == TLVID_receipted_message_id) {
-      size_t n = t->length < sizeof rid - 1 ? t->length : sizeof rid - 1;
-      memcpy(rid, t->value.octet, n);
-      rid[n] = 0;
-      dv.receipted_id = rid;
-    } else if (t->tag == TLVID_message_state && t->length >= 1) {
-      dv.message_state = t->value.val08;
-    } else if (t->tag == TLVID_message_payload && d.sm_length == 0) {
-      dv.sm = t->value.octet;
-      dv.sm_len = t->length < MAX_TLV_SIZE ? t->length : MAX_TLV_SIZE;
-    }
-  }
+                        .sm = d.sm, .sm_len = d.sm_len,
+                        .receipted_id = d.has_receipted_id ? d.receipted_id : NULL,
+                        .message_state = d.message_state};
   resp.command_status = s->h->deliver(s->ud, s, &dv);
-  destroy_tlv(d.tlv);
   send_pdu(s, DELIVER_SM_RESP, &resp);
 }
 
 static void handle_pdu(hd_smpp_session *s, const uint8_t *p, uint32_t len) {
-  uint32_t cmd = be32(p + 4), status = be32(p + 8), seq = be32(p + 12);
+  hd_smpp_hdr h;
+  hd_smpp_header(p, len, &h); /* framed: len >= 16 */
+  uint32_t cmd = h.command_id, status = h.command_status, seq = h.sequence_number;
   if (cmd & 0x80000000u) {
     outstanding *o = out_find(s, seq);
     if (!o) {
