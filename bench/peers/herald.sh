@@ -20,6 +20,10 @@ max_connections_per_address = 0
 [zmq]
 ingress = tcp://127.0.0.1:$((port + 1))
 events = tcp://127.0.0.1:$((port + 2))
+[store]
+# One broker serves every round: batched ingest alone stores millions of messages (kept for the
+# default day), more than the default 1 GiB map. The map file only grows as it is used.
+map_size = 32GiB
 [plugins]
 dir = $build/transports
 load = longpoll, ipconn${HERALD_PLUGINS_EXTRA:+, $HERALD_PLUGINS_EXTRA}
