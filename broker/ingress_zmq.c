@@ -192,6 +192,53 @@ static char *obj_str(const msgpack_object *o) {
   return strndup(o->via.str.ptr, o->via.str.size);
 }
 
+#define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
+
+/* A field of one message (to, collapse, ttl, data) into *it: 1 if k names one of them, 0 if
+ * not, or a negative HD_E* with *why. The top level of a request and each batch element share
+ * it. */
+static int msg_field(const msgpack_object *k, const msgpack_object *v, hd_zmq_item *it,
+                     const char **why) {
+  char **dst = NULL;
+  if (KEY_IS("to")) {
+    dst = &it->to;
+  } else if (KEY_IS("collapse")) {
+    dst = &it->collapse;
+  } else if (KEY_IS("ttl")) {
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
+        v->via.u64 <= INT64_MAX) {
+      it->ttl = (int64_t)v->via.u64;
+    } else if (v->type != MSGPACK_OBJECT_NIL) {
+      *why = "ttl must be a positive integer (seconds)";
+      return HD_EINVAL;
+    }
+    return 1;
+  } else if (KEY_IS("data")) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *v) != 0) {
+      msgpack_sbuffer_destroy(&sb);
+      *why = "out of memory";
+      return HD_ENOMEM;
+    }
+    free(it->data);
+    it->data = sb.data;
+    it->data_len = sb.size;
+    return 1;
+  } else {
+    return 0;
+  }
+  if (v->type == MSGPACK_OBJECT_NIL) return 1;
+  free(*dst);
+  if (!(*dst = obj_str(v))) {
+    *why = "to and collapse must be strings";
+    return HD_EINVAL;
+  }
+  return 1;
+}
+
 /* One element of "batch": a map of to, data, ttl, collapse. 0, or HD_E* with *why. */
 static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why) {
   if (m->type != MSGPACK_OBJECT_MAP) {
@@ -200,47 +247,14 @@ static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why
   }
   for (uint32_t i = 0; i < m->via.map.size; i++) {
     const msgpack_object *k = &m->via.map.ptr[i].key;
-    const msgpack_object *v = &m->via.map.ptr[i].val;
     if (k->type != MSGPACK_OBJECT_STR) {
       *why = "map keys must be strings";
       return HD_EINVAL;
     }
-#define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
-    char **dst = NULL;
-    if (KEY_IS("to")) dst = &it->to;
-    else if (KEY_IS("collapse")) dst = &it->collapse;
-    else if (KEY_IS("ttl")) {
-      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
-          v->via.u64 <= INT64_MAX) {
-        it->ttl = (int64_t)v->via.u64;
-      } else if (v->type != MSGPACK_OBJECT_NIL) {
-        *why = "ttl must be a positive integer (seconds)";
-        return HD_EINVAL;
-      }
-      continue;
-    } else if (KEY_IS("data")) {
-      msgpack_sbuffer sb;
-      msgpack_packer pk;
-      msgpack_sbuffer_init(&sb);
-      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-      if (msgpack_pack_object(&pk, *v) != 0) {
-        msgpack_sbuffer_destroy(&sb);
-        *why = "out of memory";
-        return HD_ENOMEM;
-      }
-      free(it->data);
-      it->data = sb.data;
-      it->data_len = sb.size;
-      continue;
-    } else {
+    int rc = msg_field(k, &m->via.map.ptr[i].val, it, why);
+    if (rc < 0) return rc;
+    if (rc == 0) {
       *why = "unknown field in a batch element (allowed: to, data, ttl, collapse)";
-      return HD_EINVAL;
-    }
-#undef KEY_IS
-    if (v->type == MSGPACK_OBJECT_NIL) continue;
-    free(*dst);
-    if (!(*dst = obj_str(v))) {
-      *why = "to and collapse must be strings";
       return HD_EINVAL;
     }
   }
@@ -248,6 +262,7 @@ static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why
 }
 
 int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why) {
+  hd_zmq_item one = {0}; /* a single message's fields, moved into r once all is well */
   memset(r, 0, sizeof *r);
   msgpack_unpacked up;
   size_t off = 0;
@@ -275,41 +290,11 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
       *why = "map keys must be strings";
       goto out;
     }
-#define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
     char **dst = NULL;
     if (KEY_IS("tenant")) dst = &r->tenant;
     else if (KEY_IS("key")) dst = &r->key;
     else if (KEY_IS("app")) dst = &r->app;
-    else if (KEY_IS("to")) single = 1, dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->to;
-    else if (KEY_IS("collapse"))
-      single = 1, dst = v->type == MSGPACK_OBJECT_NIL ? NULL : &r->collapse;
-    else if (KEY_IS("ttl")) {
-      single = 1;
-      if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 >= 1 &&
-          v->via.u64 <= INT64_MAX) {
-        r->ttl = (int64_t)v->via.u64;
-      } else if (v->type != MSGPACK_OBJECT_NIL) {
-        *why = "ttl must be a positive integer (seconds)";
-        goto out;
-      }
-      continue;
-    } else if (KEY_IS("data")) {
-      msgpack_sbuffer sb;
-      msgpack_packer pk;
-      msgpack_sbuffer_init(&sb);
-      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-      if (msgpack_pack_object(&pk, *v) != 0) {
-        msgpack_sbuffer_destroy(&sb);
-        rc = HD_ENOMEM;
-        *why = "out of memory";
-        goto out;
-      }
-      free(r->data);
-      r->data = sb.data;
-      r->data_len = sb.size;
-      single = 1;
-      continue;
-    } else if (KEY_IS("batch")) {
+    else if (KEY_IS("batch")) {
       if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 ||
           v->via.array.size > HD_ZMQ_MAX_BATCH || r->items) {
         *why = "batch must be an array of 1 to 1000 maps";
@@ -327,14 +312,21 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
       rc = HD_EINVAL;
       continue;
     } else {
-      *why = "unknown field (allowed: tenant, key, app, to, data, ttl, collapse, batch)";
-      goto out;
+      int f = msg_field(k, v, &one, why);
+      if (f < 0) {
+        rc = f;
+        goto out;
+      }
+      if (f == 0) {
+        *why = "unknown field (allowed: tenant, key, app, to, data, ttl, collapse, batch)";
+        goto out;
+      }
+      single = 1;
+      continue;
     }
-#undef KEY_IS
-    if (!dst) continue;
     free(*dst);
     if (!(*dst = obj_str(v))) {
-      *why = "tenant, key, app, to and collapse must be strings";
+      *why = "tenant, key and app must be strings";
       goto out;
     }
   }
@@ -351,12 +343,23 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
     *why = "batch and a single message's to, data, ttl, collapse are exclusive";
     goto out;
   }
+  r->to = one.to;
+  r->collapse = one.collapse;
+  r->data = one.data;
+  r->data_len = one.data_len;
+  r->ttl = one.ttl;
+  memset(&one, 0, sizeof one);
   rc = 0;
 out:
+  free(one.to);
+  free(one.collapse);
+  free(one.data);
   msgpack_unpacked_destroy(&up);
   if (rc) hd__zmq_request_clear(r);
   return rc;
 }
+
+#undef KEY_IS
 
 static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t len,
                            int too_big) {
