@@ -10,6 +10,7 @@
 
 #include "herald/error.h"
 #include "http.h"
+#include "jsonbody.h"
 #include "log.h"
 #include "rtenant.h"
 
@@ -109,25 +110,6 @@ static int authorized(hd_admin *a, hd_http_req *r) {
   return 1;
 }
 
-/* The body as a JSON object (an empty body is {}), or NULL after answering 400. */
-static json_t *body_object(hd_http_req *r) {
-  size_t len;
-  const char *body = hd__http_body(r, &len);
-  if (len == 0) return json_object();
-  json_error_t e;
-  json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
-  if (!j || !json_is_object(j)) {
-    char msg[300];
-    if (j) snprintf(msg, sizeof msg, "body must be a JSON object");
-    else snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", e.line, e.column,
-                  e.text);
-    json_decref(j);
-    hd__http_reply_error(r, HD_EINVAL, msg);
-    return NULL;
-  }
-  return j;
-}
-
 static json_t *str_list(char **v, size_t n, int star) {
   json_t *a = json_array();
   if (star) json_array_append_new(a, json_string("*"));
@@ -171,7 +153,7 @@ static void on_created(void *ud, int status, hd_tenant *t, const char *reason) {
 static void h_create(void *ud, hd_http_req *r) {
   hd_admin *a = ud;
   if (!authorized(a, r)) return;
-  json_t *j = body_object(r);
+  json_t *j = hd__json_body(r, 1);
   if (!j) return;
   hd__rtenant_create(a->rt, j, on_created, r);
   json_decref(j);
@@ -218,7 +200,7 @@ static void h_rotate(void *ud, hd_http_req *r) {
     hd__http_reply_error(r, HD_ENOTFOUND, "no such tenant");
     return;
   }
-  json_t *j = body_object(r);
+  json_t *j = hd__json_body(r, 1);
   if (!j) return;
   int64_t overlap = a->b->cfg.admin.key_overlap_s;
   const char *k;

@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "herald/error.h"
 #include "http.h"
+#include "jsonbody.h"
 #include "pubcap.h"
 #include "push.h"
 #include "static.h"
@@ -22,45 +23,6 @@ static void reply_json(hd_http_req *r, int status, json_t *j) {
   }
   hd__http_reply(r, status, "application/json", s, strlen(s));
   free(s);
-}
-
-/* Parse the body as a JSON object. An empty body is an empty object when allow_empty. */
-static json_t *body_object(hd_http_req *r, int allow_empty) {
-  size_t len;
-  const char *body = hd__http_body(r, &len);
-  if (len == 0 && allow_empty) return json_object();
-  json_error_t e;
-  json_t *j = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &e);
-  char msg[300];
-  if (!j) {
-    snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", e.line, e.column, e.text);
-    hd__http_reply_error(r, HD_EINVAL, msg);
-    return NULL;
-  }
-  if (!json_is_object(j)) {
-    json_decref(j);
-    hd__http_reply_error(r, HD_EINVAL, "body must be a JSON object");
-    return NULL;
-  }
-  return j;
-}
-
-/* Refuse fields we do not know: a typo such as "tll" must not silently mean "default". */
-static int only_fields(hd_http_req *r, json_t *j, const char *const *allowed) {
-  const char *k;
-  json_t *v;
-  json_object_foreach(j, k, v) {
-    int ok = 0;
-    for (const char *const *a = allowed; *a; a++)
-      if (strcmp(*a, k) == 0) ok = 1;
-    if (!ok) {
-      char msg[200];
-      snprintf(msg, sizeof msg, "unknown field '%.100s'", k);
-      hd__http_reply_error(r, HD_EINVAL, msg);
-      return 0;
-    }
-  }
-  return 1;
 }
 
 /* ---- publish ---- */
@@ -96,13 +58,13 @@ static void h_publish(void *ud, hd_http_req *r) {
   }
   /* Over the tenant's max_publish_rate: 429 before the body is even parsed. */
   if (!hd__pubcap_admit_http(b, t, r)) return;
-  json_t *j = body_object(r, 0);
+  json_t *j = hd__json_body(r, 0);
   if (!j) {
     hd__broker_count_refusal(b, HD_INGRESS_HTTP);
     return;
   }
   static const char *const fields[] = {"to", "data", "ttl", "collapse", NULL};
-  if (!only_fields(r, j, fields)) {
+  if (!hd__json_only_fields(r, j, fields)) {
     hd__broker_count_refusal(b, HD_INGRESS_HTTP);
     goto out;
   }
@@ -158,10 +120,10 @@ static void h_register(void *ud, hd_http_req *r) {
   hd_broker *b = ud;
   const char *appid = hd__http_param(r, "appid");
   const char *bearer = hd__http_bearer(r);
-  json_t *j = body_object(r, 1);
+  json_t *j = hd__json_body(r, 1);
   if (!j) return;
   static const char *const fields[] = {"device", "msisdn", NULL};
-  if (!only_fields(r, j, fields)) goto out;
+  if (!hd__json_only_fields(r, j, fields)) goto out;
   json_t *dv = json_object_get(j, "device");
   if (dv && !json_is_string(dv)) {
     hd__http_reply_error(r, HD_EINVAL, "device must be a string");

@@ -10,6 +10,7 @@
 
 #include "herald/error.h"
 #include "http.h"
+#include "jsonbody.h"
 #include "push.h"
 #include "release.h"
 
@@ -104,42 +105,6 @@ static hd_tenant *device_auth(hd_broker *b, hd_http_req *r, const char *device,
   return t;
 }
 
-/* Parse the body as a JSON object, or answer 400 and return NULL. */
-static json_t *body_object(hd_http_req *r) {
-  size_t len;
-  const char *body = hd__http_body(r, &len);
-  json_error_t e;
-  json_t *j = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &e);
-  char msg[300];
-  if (!j) {
-    snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", e.line, e.column, e.text);
-    hd__http_reply_error(r, HD_EINVAL, msg);
-    return NULL;
-  }
-  if (!json_is_object(j)) {
-    json_decref(j);
-    hd__http_reply_error(r, HD_EINVAL, "body must be a JSON object");
-    return NULL;
-  }
-  return j;
-}
-
-/* Refuse fields we do not know (a typo must not pass silently). 0 after answering 400. */
-static int only_fields(hd_http_req *r, json_t *j, const char *const *allowed) {
-  const char *k;
-  json_t *v;
-  json_object_foreach(j, k, v) {
-    int ok = 0;
-    for (const char *const *a = allowed; *a; a++) ok |= strcmp(*a, k) == 0;
-    if (!ok) {
-      char msg[200];
-      snprintf(msg, sizeof msg, "unknown field '%.100s'", k);
-      hd__http_reply_error(r, HD_EINVAL, msg);
-      return 0;
-    }
-  }
-  return 1;
-}
 
 /* ---- upload ---- */
 
@@ -349,14 +314,14 @@ static void h_patch(void *ud, hd_http_req *r) {
     hd__http_reply_error(r, HD_ENOTFOUND, "no such release");
     return;
   }
-  json_t *j = body_object(r);
+  json_t *j = hd__json_body(r, 0);
   if (!j) return;
   static const char *const fields[] = {"rollout", "state", "required", NULL};
   hd_release_patch p = {.state = -1, .required = -1};
   json_t *ro = json_object_get(j, "rollout"), *st = json_object_get(j, "state");
   json_t *rq = json_object_get(j, "required");
   const char *why = NULL;
-  if (!only_fields(r, j, fields)) goto out;
+  if (!hd__json_only_fields(r, j, fields)) goto out;
   if (!ro && !st && !rq) {
     why = "give rollout, state or required";
   } else if (ro) {
@@ -465,14 +430,14 @@ static void h_update_check(void *ud, hd_http_req *r) {
   uint64_t dev_num;
   hd_tenant *t = device_auth(b, r, device, &dev_num);
   if (!t) return;
-  json_t *j = body_object(r);
+  json_t *j = hd__json_body(r, 0);
   if (!j) return;
   static const char *const fields[] = {"inventory", "msisdn", NULL};
   hd_release_inv *inv = NULL;
   const char *why = NULL;
   char msisdn[24];
   int has_msisdn = 0;
-  if (!only_fields(r, j, fields)) goto out;
+  if (!hd__json_only_fields(r, j, fields)) goto out;
   json_t *list = json_object_get(j, "inventory"), *ms = json_object_get(j, "msisdn");
   size_t n = list ? json_array_size(list) : 0;
   if (list && !json_is_array(list)) why = "inventory must be an array";
@@ -525,11 +490,11 @@ static void h_install_report(void *ud, hd_http_req *r) {
   uint64_t dev_num;
   hd_tenant *t = device_auth(b, r, device, &dev_num);
   if (!t) return;
-  json_t *j = body_object(r);
+  json_t *j = hd__json_body(r, 0);
   if (!j) return;
   static const char *const fields[] = {"app", "version", "result", "reason", "action", NULL};
   const char *why = NULL;
-  if (!only_fields(r, j, fields)) goto out;
+  if (!hd__json_only_fields(r, j, fields)) goto out;
   hd_install_report rep = {
       .app = json_string_value(json_object_get(j, "app")),
       .version = json_string_value(json_object_get(j, "version")),
