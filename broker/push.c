@@ -354,11 +354,8 @@ static void on_delivery_finish(void *ud, const char *what, const char *reason,
   } else if (strcmp(what, "failed") == 0) {
     c->state = DONE_SEND_FAILED; /* a later step may still reach the device */
   }
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = apply_finish;
-  c->op.u.fn.arg = c;
-  c->op.done = on_finish_done;
-  if (hd__writer_submit(ps->b->writer, &c->op)) dctx_free(c); /* stopping: resumes later */
+  if (hd__writer_submit_fn(ps->b->writer, &c->op, apply_finish, c, on_finish_done))
+    dctx_free(c); /* stopping: resumes later */
 }
 
 typedef struct target {
@@ -609,12 +606,8 @@ static void push_tick(hd_push *ps) {
   mdb_cursor_close(c);
   hd__store_rend(ps->b->store, t);
   if (!x) return;
-  x->op.kind = HD_OP_FN;
-  x->op.u.fn.apply = apply_expand;
-  x->op.u.fn.arg = x;
-  x->op.done = on_expand_done;
   ps->busy = 1;
-  if (hd__writer_submit(ps->b->writer, &x->op)) {
+  if (hd__writer_submit_fn(ps->b->writer, &x->op, apply_expand, x, on_expand_done)) {
     ps->busy = 0;
     expand_free(x);
   }
@@ -701,12 +694,8 @@ static void janitor_maybe(hd_push *ps, int64_t now) {
   j->cutoff_ms = now - ps->keep_ms;
   memcpy(j->cursor, ps->refs_cursor, ps->refs_cursor_len);
   j->cursor_len = ps->refs_cursor_len;
-  j->op.kind = HD_OP_FN;
-  j->op.u.fn.apply = apply_janitor;
-  j->op.u.fn.arg = j;
-  j->op.done = on_janitor_done;
   ps->janitor_busy = 1;
-  if (hd__writer_submit(ps->b->writer, &j->op)) {
+  if (hd__writer_submit_fn(ps->b->writer, &j->op, apply_janitor, j, on_janitor_done)) {
     ps->janitor_busy = 0;
     free(j);
   }
@@ -830,11 +819,8 @@ static int receipt_apply(hd_push *ps, const char *transport, const char *ref, in
   c->state = state;
   snprintf(c->transport, sizeof c->transport, "%s", transport);
   snprintf(c->detail, sizeof c->detail, "%s", detail ? detail : "");
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = apply_receipt;
-  c->op.u.fn.arg = c;
-  c->op.done = on_receipt_done;
-  if ((rc = hd__writer_submit(ps->b->writer, &c->op))) free(c);
+  if ((rc = hd__writer_submit_fn(ps->b->writer, &c->op, apply_receipt, c, on_receipt_done)))
+    free(c);
   return rc;
 }
 
@@ -1085,11 +1071,10 @@ static int resume_queue(hd_push *ps) {
   mdb_cursor_close(c);
   hd__store_rend(ps->b->store, t);
   for (size_t i = 0; i < nstale; i++) {
-    stale[i]->op.kind = HD_OP_FN;
-    stale[i]->op.u.fn.apply = apply_finish; /* state 0: only drops the queue row */
-    stale[i]->op.u.fn.arg = stale[i];
-    stale[i]->op.done = on_finish_done;
-    if (hd__writer_submit(ps->b->writer, &stale[i]->op)) dctx_free(stale[i]);
+    /* apply_finish with state 0: only drops the queue row */
+    if (hd__writer_submit_fn(ps->b->writer, &stale[i]->op, apply_finish, stale[i],
+                             on_finish_done))
+      dctx_free(stale[i]);
   }
   free(stale);
   if (resumed || nstale)

@@ -550,11 +550,7 @@ static void add_placed(uv_work_t *w, int status) {
     free(c);
     return;
   }
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = add_apply;
-  c->op.u.fn.arg = c;
-  c->op.done = on_added;
-  int rc = hd__writer_submit(c->rs->b->writer, &c->op);
+  int rc = hd__writer_submit_fn(c->rs->b->writer, &c->op, add_apply, c, on_added);
   if (rc) {
     c->cb(c->ud, rc, NULL, 0, "broker is shutting down");
     free(c);
@@ -698,11 +694,7 @@ void hd__release_patch(hd_releases *rs, hd_tenant *t, const char *app, const cha
   c->p = *p;
   snprintf(c->app, sizeof c->app, "%s", app);
   snprintf(c->version, sizeof c->version, "%s", version);
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = patch_apply;
-  c->op.u.fn.arg = c;
-  c->op.done = on_patched;
-  int rc = hd__writer_submit(rs->b->writer, &c->op);
+  int rc = hd__writer_submit_fn(rs->b->writer, &c->op, patch_apply, c, on_patched);
   if (rc) {
     free(c);
     cb(ud, rc, NULL, 0, "broker is shutting down");
@@ -902,11 +894,7 @@ void hd__release_update_check(hd_releases *rs, hd_tenant *t, const char *device,
     snprintf(c->inv[i].app, sizeof c->inv[i].app, "%s", inv[i].app);
     snprintf(c->inv[i].version, sizeof c->inv[i].version, "%s", inv[i].version);
   }
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = check_apply;
-  c->op.u.fn.arg = c;
-  c->op.done = on_checked;
-  int rc = hd__writer_submit(rs->b->writer, &c->op);
+  int rc = hd__writer_submit_fn(rs->b->writer, &c->op, check_apply, c, on_checked);
   if (rc) {
     free(c);
     cb(ud, rc, NULL, 0, "broker is shutting down");
@@ -1016,11 +1004,7 @@ void hd__release_install_report(hd_releases *rs, hd_tenant *t, const char *devic
   snprintf(c->version, sizeof c->version, "%s", rep->version);
   snprintf(c->reason, sizeof c->reason, "%s", rep->reason ? rep->reason : "");
   snprintf(c->action, sizeof c->action, "%s", rep->action ? rep->action : "");
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = report_apply;
-  c->op.u.fn.arg = c;
-  c->op.done = on_reported;
-  int rc = hd__writer_submit(rs->b->writer, &c->op);
+  int rc = hd__writer_submit_fn(rs->b->writer, &c->op, report_apply, c, on_reported);
   if (rc) {
     free(c);
     cb(ud, rc, "broker is shutting down");
@@ -1065,11 +1049,7 @@ void hd__release_count_download(hd_releases *rs, uint32_t tenant_num, const char
   c->tenant_num = tenant_num;
   snprintf(c->app, sizeof c->app, "%s", app);
   snprintf(c->version, sizeof c->version, "%s", version);
-  c->op.kind = HD_OP_FN;
-  c->op.u.fn.apply = dl_apply;
-  c->op.u.fn.arg = c;
-  c->op.done = on_dl_counted;
-  if (hd__writer_submit(rs->b->writer, &c->op)) free(c);
+  if (hd__writer_submit_fn(rs->b->writer, &c->op, dl_apply, c, on_dl_counted)) free(c);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -398,12 +398,9 @@ static void on_saved(hd_op *op) {
 static void job_save(hd_rel_fanout *f) {
   f->state = FO_SAVING;
   memset(&f->op, 0, sizeof f->op);
-  f->op.kind = HD_OP_FN;
-  f->op.u.fn.apply = save_apply;
-  f->op.u.fn.arg = f;
   f->op.ud = f;
-  f->op.done = on_saved;
-  if (hd__writer_submit(f->rs->b->writer, &f->op)) f->state = FO_DONE; /* stopping */
+  if (hd__writer_submit_fn(f->rs->b->writer, &f->op, save_apply, f, on_saved))
+    f->state = FO_DONE; /* stopping */
 }
 
 /* The timer: run every job that is ready (or whose wait is over), drop finished ones. */

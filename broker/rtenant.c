@@ -351,11 +351,7 @@ static void on_create_files(uv_work_t *w, int status) {
     create_finish(c, HD_ECLOSED, "broker is shutting down");
     return;
   }
-  c->op.kind = HD_OP_FN;
-  c->op.done = on_create_committed;
-  c->op.u.fn.apply = apply_create;
-  c->op.u.fn.arg = c;
-  int rc = hd__writer_submit(b->writer, &c->op);
+  int rc = hd__writer_submit_fn(b->writer, &c->op, apply_create, c, on_create_committed);
   if (rc) create_finish(c, rc, "broker is shutting down");
 }
 

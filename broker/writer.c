@@ -341,6 +341,16 @@ int hd__writer_submit(hd_writer *w, hd_op *op) {
   return 0;
 }
 
+int hd__writer_submit_fn(hd_writer *w, hd_op *op,
+                         int (*fn)(hd_store *s, MDB_txn *t, hd_op *op, int64_t now_ms),
+                         void *arg, void (*done)(hd_op *op)) {
+  op->kind = HD_OP_FN;
+  op->u.fn.apply = fn;
+  op->u.fn.arg = arg;
+  op->done = done;
+  return hd__writer_submit(w, op);
+}
+
 int hd__writer_run_now(hd_store *store, hd_op *op) {
   hd_writer tmp = {.store = store};
   uint64_t ns;

@@ -144,6 +144,11 @@ int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_
                      hd_writer **out);
 /* Queue an op (loop thread). Returns HD_ECLOSED once stopping; done() is then not called. */
 int hd__writer_submit(hd_writer *w, hd_op *op);
+/* hd__writer_submit for a module's own write: sets op's kind (HD_OP_FN), u.fn.apply = fn,
+ * u.fn.arg = arg and done, then queues it. Same return and ownership as hd__writer_submit. */
+int hd__writer_submit_fn(hd_writer *w, hd_op *op,
+                         int (*fn)(hd_store *s, MDB_txn *t, hd_op *op, int64_t now_ms),
+                         void *arg, void (*done)(hd_op *op));
 /* Run an op synchronously on the calling thread in its own transaction (start-up only, before
  * the loop runs). done() is not called. Returns op->status. */
 int hd__writer_run_now(hd_store *store, hd_op *op);
