@@ -1,5 +1,6 @@
 /* main.c — heraldd: parse the command line, load the config, run the broker until a signal. */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,16 @@ int main(int argc, char **argv) {
   if (optind != argc) {
     usage(stderr);
     return 2;
+  }
+  /* The loop allocates and frees in bursts (thousands of requests a turn, then their replies).
+   * With glibc's defaults the freed top of the heap goes back to the kernel after each burst
+   * and the next one faults the same pages in again: a quarter of the loop's time under
+   * ingest. Keep up to 32 MiB of free heap and grow it 4 MiB at a time; only blocks of 1 MiB
+   * and more get their own mapping. (An environment GLIBC_TUNABLES still overrides.) */
+  if (!getenv("GLIBC_TUNABLES")) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    mallopt(M_TOP_PAD, 4 << 20);
   }
   hd_config cfg;
   char err[1024] = "";
