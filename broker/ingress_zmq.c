@@ -31,9 +31,11 @@ struct zreq {
   hd_zmq_ingress *z;
   size_t nenv;
   size_t envlen[MAX_ENVELOPE];
-  char *env;                    /* envelope frames back to back */
-  char *reply;
+  char *env;                    /* envelope frames back to back: env_inline or malloc'd */
+  char env_inline[32];          /* a DEALER's routing id + a correlation frame fit */
+  char *reply;                  /* reply_inline or malloc'd */
   size_t reply_len;
+  char reply_inline[32];        /* {"id": "<20 digits>"} fits */
   hd_zmq_request q;
   zitem *items;                 /* a batch: one per message; NULL otherwise */
   size_t pending;               /* batch messages not yet committed or refused */
@@ -44,37 +46,29 @@ struct hd_zmq_ingress {
   void *sock;
   uv_poll_t poll;
   uv_timer_t retry;             /* replies blocked by a peer's full pipe */
+  uv_check_t flush;             /* sends the replies queued during this loop turn */
   size_t max_frame;
   size_t inflight;
   zreq *outq, *outq_tail;
   int draining, redrain;        /* drain() is running; a nested call asked for another round */
   int stopping;
   int closed;
+  msgpack_zone zone;            /* parses one request at a time, cleared after each */
   char endpoint[256];
 };
 
 static void drain(hd_zmq_ingress *z);
 
 void hd__zmq_request_clear(hd_zmq_request *r) {
-  for (size_t i = 0; i < r->nitems; i++) {
-    free(r->items[i].to);
-    free(r->items[i].collapse);
-    free(r->items[i].data);
-  }
   free(r->items);
-  free(r->tenant);
-  free(r->key);
-  free(r->app);
-  free(r->to);
-  free(r->collapse);
-  free(r->data);
+  free(r->mem);
   memset(r, 0, sizeof *r);
 }
 
 static void zreq_free(zreq *r) {
   free(r->items);
-  free(r->env);
-  free(r->reply);
+  if (r->env != r->env_inline) free(r->env);
+  if (r->reply != r->reply_inline) free(r->reply);
   hd__zmq_request_clear(&r->q);
   free(r);
 }
@@ -99,6 +93,17 @@ static void pk_id(msgpack_packer *pk, uint64_t id) {
 }
 
 static void enqueue(zreq *r, msgpack_sbuffer *sb);
+static void enqueue_bytes(zreq *r, char *reply, size_t len);
+static void on_flush(uv_check_t *c);
+
+/* msgpack writer into a zreq's reply_inline (the common reply needs no allocation). */
+static int inline_write(void *data, const char *buf, size_t len) {
+  zreq *r = data;
+  if (sizeof r->reply_inline - r->reply_len < len) return -1;
+  memcpy(r->reply_inline + r->reply_len, buf, len);
+  r->reply_len += len;
+  return 0;
+}
 
 /* The one reply of a batch: ids in order (nil where refused), and the refusals. */
 static void reply_batch(zreq *r) {
@@ -137,15 +142,18 @@ static void reply_batch(zreq *r) {
 static void reply(zreq *r, int status, uint64_t id, const char *reason) {
   msgpack_sbuffer sb;
   msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   if (status == 0) {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)id);
+    r->reply_len = 0;
+    msgpack_packer_init(&pk, r, inline_write);
     msgpack_pack_map(&pk, 1);
     pk_str(&pk, "id");
-    pk_str(&pk, idbuf);
-  } else {
+    pk_id(&pk, id);
+    enqueue_bytes(r, r->reply_inline, r->reply_len);
+    return;
+  }
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  {
     msgpack_pack_map(&pk, 2);
     pk_str(&pk, "error");
     pk_str(&pk, hd_err_code(status));
@@ -156,8 +164,12 @@ static void reply(zreq *r, int status, uint64_t id, const char *reason) {
 }
 
 static void enqueue(zreq *r, msgpack_sbuffer *sb) {
-  r->reply = sb->data; /* the sbuffer's malloc'd block becomes ours */
-  r->reply_len = sb->size;
+  enqueue_bytes(r, sb->data, sb->size); /* the sbuffer's malloc'd block becomes ours */
+}
+
+static void enqueue_bytes(zreq *r, char *reply, size_t len) {
+  r->reply = reply;
+  r->reply_len = len;
   hd_zmq_ingress *z = r->z;
   if (z->closed) {
     zreq_free(r);
@@ -167,7 +179,12 @@ static void enqueue(zreq *r, msgpack_sbuffer *sb) {
   if (z->outq_tail) z->outq_tail->next = r;
   else z->outq = r;
   z->outq_tail = r;
-  drain(z);
+  /* Not drain() per reply: a commit completes ~100 publishes in one loop turn, and draining
+   * after each would take in (and hold back) new requests between the replies of the batch.
+   * The check handle runs once the turn's callbacks are done, so the whole batch leaves
+   * together. */
+  if (z->draining) z->redrain = 1;
+  else if (!uv_is_active((uv_handle_t *)&z->flush)) uv_check_start(&z->flush, on_flush);
 }
 
 static void on_published(void *ud, int status, uint64_t id, const char *reason) {
@@ -186,10 +203,33 @@ static void on_item_published(void *ud, int status, uint64_t id, const char *rea
   if (--r->pending == 0) reply_batch(r);
 }
 
-static char *obj_str(const msgpack_object *o) {
+/* Where a request's strings and data go: one block per request instead of an allocation per
+ * field. It is sized from the frame: a string's copy with its NUL is no longer than its msgpack
+ * encoding (at least one header byte), and a value re-packed by msgpack-c (smallest forms) no
+ * longer than the bytes it was read from, so every field of one frame fits in the frame's
+ * length. The bound is still checked on every write. */
+typedef struct arena {
+  char *p;
+  size_t used, cap;
+} arena;
+
+static char *obj_str(arena *a, const msgpack_object *o) {
   if (o->type != MSGPACK_OBJECT_STR) return NULL;
-  if (memchr(o->via.str.ptr, 0, o->via.str.size)) return NULL;
-  return strndup(o->via.str.ptr, o->via.str.size);
+  size_t n = o->via.str.size;
+  if (memchr(o->via.str.ptr, 0, n) || a->cap - a->used < n + 1) return NULL;
+  char *d = a->p + a->used;
+  memcpy(d, o->via.str.ptr, n);
+  d[n] = 0;
+  a->used += n + 1;
+  return d;
+}
+
+static int arena_write(void *data, const char *buf, size_t len) {
+  arena *a = data;
+  if (a->cap - a->used < len) return -1;
+  memcpy(a->p + a->used, buf, len);
+  a->used += len;
+  return 0;
 }
 
 #define KEY_IS(s) (k->via.str.size == strlen(s) && memcmp(k->via.str.ptr, s, strlen(s)) == 0)
@@ -197,8 +237,8 @@ static char *obj_str(const msgpack_object *o) {
 /* A field of one message (to, collapse, ttl, data) into *it: 1 if k names one of them, 0 if
  * not, or a negative HD_E* with *why. The top level of a request and each batch element share
  * it. */
-static int msg_field(const msgpack_object *k, const msgpack_object *v, hd_zmq_item *it,
-                     const char **why) {
+static int msg_field(arena *a, const msgpack_object *k, const msgpack_object *v,
+                     hd_zmq_item *it, const char **why) {
   char **dst = NULL;
   if (KEY_IS("to")) {
     dst = &it->to;
@@ -214,25 +254,21 @@ static int msg_field(const msgpack_object *k, const msgpack_object *v, hd_zmq_it
     }
     return 1;
   } else if (KEY_IS("data")) {
-    msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    size_t start = a->used;
+    msgpack_packer_init(&pk, a, arena_write);
     if (msgpack_pack_object(&pk, *v) != 0) {
-      msgpack_sbuffer_destroy(&sb);
-      *why = "out of memory";
-      return HD_ENOMEM;
+      *why = "data could not be re-encoded";
+      return HD_EINVAL;
     }
-    free(it->data);
-    it->data = sb.data;
-    it->data_len = sb.size;
+    it->data = a->p + start;
+    it->data_len = a->used - start;
     return 1;
   } else {
     return 0;
   }
   if (v->type == MSGPACK_OBJECT_NIL) return 1;
-  free(*dst);
-  if (!(*dst = obj_str(v))) {
+  if (!(*dst = obj_str(a, v))) {
     *why = "to and collapse must be strings";
     return HD_EINVAL;
   }
@@ -240,7 +276,7 @@ static int msg_field(const msgpack_object *k, const msgpack_object *v, hd_zmq_it
 }
 
 /* One element of "batch": a map of to, data, ttl, collapse. 0, or HD_E* with *why. */
-static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why) {
+static int parse_item(arena *a, const msgpack_object *m, hd_zmq_item *it, const char **why) {
   if (m->type != MSGPACK_OBJECT_MAP) {
     *why = "each batch element must be a msgpack map";
     return HD_EINVAL;
@@ -251,7 +287,7 @@ static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why
       *why = "map keys must be strings";
       return HD_EINVAL;
     }
-    int rc = msg_field(k, &m->via.map.ptr[i].val, it, why);
+    int rc = msg_field(a, k, &m->via.map.ptr[i].val, it, why);
     if (rc < 0) return rc;
     if (rc == 0) {
       *why = "unknown field in a batch element (allowed: to, data, ttl, collapse)";
@@ -261,10 +297,12 @@ static int parse_item(const msgpack_object *m, hd_zmq_item *it, const char **why
   return 0;
 }
 
-int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why) {
+int hd__zmq_request_parse(const char *body, size_t len, msgpack_zone *zone, hd_zmq_request *r,
+                          const char **why) {
   hd_zmq_item one = {0}; /* a single message's fields, moved into r once all is well */
   memset(r, 0, sizeof *r);
-  msgpack_unpacked up;
+  msgpack_zone local;
+  msgpack_object top;
   size_t off = 0;
   int rc = HD_EINVAL;
   /* Validate first: the bounded checker refuses lengths the bytes cannot hold, which keeps
@@ -273,19 +311,29 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
     *why = "body is not one well-formed msgpack value";
     return HD_EINVAL;
   }
-  msgpack_unpacked_init(&up);
-  if (msgpack_unpack_next(&up, body, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+  /* msgpack_unpack_next() would create (and free) an 8 KiB zone per request; the ingress
+   * passes one zone it clears after each. */
+  if (!(r->mem = malloc(len + 1))) {
+    *why = "out of memory";
+    return HD_ENOMEM;
+  }
+  arena ar = {.p = r->mem, .cap = len + 1};
+  if (!zone) {
+    msgpack_zone_init(&local, 1024);
+    zone = &local;
+  }
+  if (msgpack_unpack(body, len, &off, zone, &top) != MSGPACK_UNPACK_SUCCESS) {
     *why = "body is not one well-formed msgpack value";
     goto out;
   }
-  if (up.data.type != MSGPACK_OBJECT_MAP) {
+  if (top.type != MSGPACK_OBJECT_MAP) {
     *why = "body must be a msgpack map";
     goto out;
   }
   int single = 0; /* a field of one message was given: exclusive with batch */
-  for (uint32_t i = 0; i < up.data.via.map.size; i++) {
-    const msgpack_object *k = &up.data.via.map.ptr[i].key;
-    const msgpack_object *v = &up.data.via.map.ptr[i].val;
+  for (uint32_t i = 0; i < top.via.map.size; i++) {
+    const msgpack_object *k = &top.via.map.ptr[i].key;
+    const msgpack_object *v = &top.via.map.ptr[i].val;
     if (k->type != MSGPACK_OBJECT_STR) {
       *why = "map keys must be strings";
       goto out;
@@ -308,11 +356,11 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
       }
       r->nitems = v->via.array.size;
       for (uint32_t j = 0; j < v->via.array.size; j++)
-        if ((rc = parse_item(&v->via.array.ptr[j], &r->items[j], why))) goto out;
+        if ((rc = parse_item(&ar, &v->via.array.ptr[j], &r->items[j], why))) goto out;
       rc = HD_EINVAL;
       continue;
     } else {
-      int f = msg_field(k, v, &one, why);
+      int f = msg_field(&ar, k, v, &one, why);
       if (f < 0) {
         rc = f;
         goto out;
@@ -324,8 +372,7 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
       single = 1;
       continue;
     }
-    free(*dst);
-    if (!(*dst = obj_str(v))) {
+    if (!(*dst = obj_str(&ar, v))) {
       *why = "tenant, key and app must be strings";
       goto out;
     }
@@ -348,13 +395,10 @@ int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const
   r->data = one.data;
   r->data_len = one.data_len;
   r->ttl = one.ttl;
-  memset(&one, 0, sizeof one);
   rc = 0;
 out:
-  free(one.to);
-  free(one.collapse);
-  free(one.data);
-  msgpack_unpacked_destroy(&up);
+  if (zone == &local) msgpack_zone_destroy(&local);
+  else msgpack_zone_clear(zone);
   if (rc) hd__zmq_request_clear(r);
   return rc;
 }
@@ -370,7 +414,7 @@ static void handle_request(hd_zmq_ingress *z, zreq *r, const char *body, size_t 
     reply(r, HD_ETOOBIG, 0, "request larger than zmq max_frame");
     return;
   }
-  if ((rc = hd__zmq_request_parse(body, len, &r->q, &why))) {
+  if ((rc = hd__zmq_request_parse(body, len, &z->zone, &r->q, &why))) {
     hd__broker_count_refusal(z->b, HD_INGRESS_ZMQ);
     reply(r, rc, 0, why);
     return;
@@ -442,10 +486,9 @@ static int recv_one(hd_zmq_ingress *z) {
   zreq *r = calloc(1, sizeof *r);
   if (!r) return 0;
   r->z = z;
-  size_t envcap = 0, envused = 0;
-  char *body = NULL;
-  size_t body_len = 0;
-  int too_big = 0, bad = 0, got = 0;
+  r->env = r->env_inline;
+  size_t envcap = sizeof r->env_inline, envused = 0;
+  int too_big = 0, bad = 0, got = 0, body = 0;
   for (;;) {
     zmq_msg_init(&part);
     if (zmq_msg_recv(&part, z->sock, ZMQ_DONTWAIT) < 0) {
@@ -453,51 +496,48 @@ static int recv_one(hd_zmq_ingress *z) {
       break; /* EAGAIN on the first part: nothing waiting */
     }
     got = 1;
-    int more = zmq_msg_more(&part);
     size_t n = zmq_msg_size(&part);
-    if (more) {
-      /* Envelope frame: keep it to route the reply back. */
-      if (r->nenv < MAX_ENVELOPE && n <= 256) {
-        if (envused + n > envcap) {
-          envcap = (envused + n) * 2 + 64;
-          char *e = realloc(r->env, envcap);
-          if (!e) bad = 1;
-          else r->env = e;
+    if (!zmq_msg_more(&part)) {
+      body = 1; /* parsed in place below, then closed */
+      break;
+    }
+    /* Envelope frame: keep it to route the reply back. */
+    if (r->nenv < MAX_ENVELOPE && n <= 256 && !bad) {
+      if (envused + n > envcap) {
+        envcap = (envused + n) * 2 + 64;
+        char *e = r->env == r->env_inline ? malloc(envcap) : realloc(r->env, envcap);
+        if (!e) {
+          bad = 1;
+        } else {
+          if (r->env == r->env_inline) memcpy(e, r->env_inline, envused);
+          r->env = e;
         }
-        if (!bad) {
-          memcpy(r->env + envused, zmq_msg_data(&part), n);
-          envused += n;
-          r->envlen[r->nenv++] = n;
-        }
-      } else {
-        bad = 1;
+      }
+      if (!bad) {
+        memcpy(r->env + envused, zmq_msg_data(&part), n);
+        envused += n;
+        r->envlen[r->nenv++] = n;
       }
     } else {
-      if (n > z->max_frame) too_big = 1;
-      else if ((body = malloc(n ? n : 1))) {
-        memcpy(body, zmq_msg_data(&part), n);
-        body_len = n;
-      } else {
-        bad = 1;
-      }
+      bad = 1;
     }
     zmq_msg_close(&part);
-    if (!more) break;
   }
   if (!got) {
     zreq_free(r);
     return 0;
   }
-  if (bad || r->nenv == 0) {
+  if (bad || !body || r->nenv == 0) {
     /* No way to answer (no identity) or an envelope no client sends: drop it, say why. */
     hd__log(HD_LOG_WARN, "zmq_request_dropped", "reason=%s",
             r->nenv == 0 ? "no_envelope" : "bad_envelope");
-    free(body);
+    if (body) zmq_msg_close(&part);
     zreq_free(r);
     return 1;
   }
-  handle_request(z, r, body, body_len, too_big);
-  free(body);
+  if (zmq_msg_size(&part) > z->max_frame) too_big = 1;
+  handle_request(z, r, zmq_msg_data(&part), zmq_msg_size(&part), too_big);
+  zmq_msg_close(&part);
   return 1;
 }
 
@@ -522,6 +562,11 @@ drop:
 }
 
 static void on_retry(uv_timer_t *t) { drain(t->data); }
+
+static void on_flush(uv_check_t *c) {
+  uv_check_stop(c);
+  drain(c->data);
+}
 
 /* Most requests taken per drain before the loop gets a turn (the rest continue from a 0 ms
  * timer, since the edge-triggered fd will not tell again). */
@@ -573,6 +618,7 @@ int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
   if (!z) return HD_ENOMEM;
   z->b = b;
   z->max_frame = max_frame;
+  msgpack_zone_init(&z->zone, 4096);
   z->sock = zmq_socket(b->zctx, ZMQ_ROUTER);
   if (!z->sock) goto zfail;
   int one = 1, linger = 2000;
@@ -593,12 +639,15 @@ int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
   z->poll.data = z;
   uv_timer_init(b->loop, &z->retry);
   z->retry.data = z;
+  uv_check_init(b->loop, &z->flush);
+  z->flush.data = z;
   uv_poll_start(&z->poll, UV_READABLE, on_poll);
   *out = z;
   return 0;
 zfail:
   snprintf(err, errlen, "zmq ingress %s: %s", endpoint, zmq_strerror(zmq_errno()));
   if (z->sock) zmq_close(z->sock);
+  msgpack_zone_destroy(&z->zone);
   free(z);
   return HD_EIO;
 }
@@ -613,7 +662,10 @@ const char *hd__zmq_ingress_endpoint(const hd_zmq_ingress *z) { return z->endpoi
 
 static void on_closed(uv_handle_t *h) {
   hd_zmq_ingress *z = h->data;
-  if (--z->closed == 0) free(z);
+  if (--z->closed == 0) {
+    msgpack_zone_destroy(&z->zone);
+    free(z);
+  }
 }
 
 void hd__zmq_ingress_close(hd_zmq_ingress *z) {
@@ -627,7 +679,8 @@ void hd__zmq_ingress_close(hd_zmq_ingress *z) {
   z->outq_tail = NULL;
   uv_poll_stop(&z->poll); /* before zmq_close: the polled fd belongs to the socket */
   zmq_close(z->sock);
-  z->closed = 2;
+  z->closed = 3;
   uv_close((uv_handle_t *)&z->poll, on_closed);
   uv_close((uv_handle_t *)&z->retry, on_closed);
+  uv_close((uv_handle_t *)&z->flush, on_closed);
 }

@@ -30,6 +30,7 @@
 #ifndef HERALD_INGRESS_ZMQ_H
 #define HERALD_INGRESS_ZMQ_H
 
+#include <msgpack/zone.h>
 #include <stddef.h>
 
 #include "broker.h"
@@ -38,7 +39,7 @@ typedef struct hd_zmq_ingress hd_zmq_ingress;
 
 #define HD_ZMQ_MAX_BATCH 1000
 
-/* One message of a batch. Pointers owned by the request. */
+/* One message of a batch. Its pointers point into the request's mem. */
 typedef struct hd_zmq_item {
   char *to, *collapse;                      /* NUL-terminated; NULL when absent */
   char *data;                               /* msgpack of "data"; NULL when absent */
@@ -46,7 +47,8 @@ typedef struct hd_zmq_item {
   int64_t ttl;                              /* 0 when absent */
 } hd_zmq_item;
 
-/* One parsed publish request. Every pointer is owned by it (hd__zmq_request_clear frees). */
+/* One parsed publish request. Every string and data pointer points into mem, one block owned
+ * by the request with items (hd__zmq_request_clear frees both). */
 typedef struct hd_zmq_request {
   char *tenant, *key, *app, *to, *collapse; /* NUL-terminated; NULL when absent */
   char *data;                               /* msgpack of the "data" value; NULL when absent */
@@ -54,11 +56,15 @@ typedef struct hd_zmq_request {
   int64_t ttl;                              /* 0 when absent */
   hd_zmq_item *items;                       /* "batch": nitems >= 1; NULL for one message */
   size_t nitems;
+  char *mem;
 } hd_zmq_request;
 
 /* Parse one request frame (bytes from the network). Returns 0, or an HD_E* code with a reason
- * for the client in *why (a static string). On error *r is cleared. Pure: no I/O. */
-int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why);
+ * for the client in *why (a static string). On error *r is cleared. Pure: no I/O. zone, if not
+ * NULL, is scratch for the parse and is cleared before returning (r owns copies of what it
+ * keeps); NULL uses a zone of its own. */
+int hd__zmq_request_parse(const char *body, size_t len, msgpack_zone *zone, hd_zmq_request *r,
+                          const char **why);
 void hd__zmq_request_clear(hd_zmq_request *r);
 
 int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,
