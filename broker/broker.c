@@ -46,7 +46,7 @@ static void pubctx_free(pubctx *c) { free(c); }
 static void on_publish_done(hd_op *op) {
   pubctx *c = (pubctx *)op;
   hd_broker *b = c->b;
-  double secs = (double)(hd__mono_ns() - op->submitted_ns) / 1e9;
+  double secs = (double)(op->committed_ns - op->submitted_ns) / 1e9;
   hd__metric_observe(b->m_commit_seconds, secs);
   if (op->status == 0) {
     hd__metric_add(c->ingress == HD_INGRESS_ZMQ ? b->m_pub_ok_zmq : b->m_pub_ok_http, 1);

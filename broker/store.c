@@ -41,6 +41,14 @@ struct hd_store {
   MDB_dbi dbi[DB_COUNT];
   MDB_txn *rtxn; /* the loop thread's reusable read transaction (reset between uses) */
   int rtxn_live;
+  /* Writer thread: what the current write transaction already read, so that a batch of
+   * publishes to one app does one lookup of the app and of the sequence counter, not one per
+   * message. Valid only for wtxn: every hd__store_wbegin() forgets it (LMDB reuses the same
+   * MDB_txn for every top-level write transaction, and a child transaction may be aborted). */
+  MDB_txn *wtxn;
+  uint64_t wseq;          /* the counter as this transaction last wrote it; 0: not known */
+  uint32_t wapp_tenant, wapp_num;
+  char wapp_id[HD_STORE_MAX_ID + 1]; /* "" : not known */
 };
 
 /* ---- byte helpers ---- */
@@ -159,7 +167,12 @@ int hd__store_stats(hd_store *s, hd_store_stats *out) {
 
 /* ---- write side ---- */
 int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out) {
-  return merr(mdb_txn_begin(s->env, parent, 0, out));
+  s->wtxn = NULL;
+  s->wseq = 0;
+  s->wapp_id[0] = 0;
+  int rc = merr(mdb_txn_begin(s->env, parent, 0, out));
+  if (rc == 0) s->wtxn = *out;
+  return rc;
 }
 
 int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num) {
@@ -201,10 +214,20 @@ int hd__store_w_app(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid,
                     uint32_t *app_num) {
   unsigned char kb[4 + HD_STORE_MAX_ID];
   if (strlen(appid) > HD_STORE_MAX_ID || !*appid) return HD_EINVAL;
+  if (t == s->wtxn && s->wapp_id[0] && s->wapp_tenant == tenant &&
+      strcmp(s->wapp_id, appid) == 0) {
+    *app_num = s->wapp_num;
+    return 0;
+  }
   MDB_val k = MV(kb, app_key(kb, tenant, appid)), v;
   int rc = mdb_get(t, s->dbi[DB_APPS], &k, &v);
   if (rc == 0) {
     *app_num = rd32(v.mv_data);
+    if (t == s->wtxn) {
+      s->wapp_tenant = tenant;
+      s->wapp_num = *app_num;
+      strcpy(s->wapp_id, appid);
+    }
     return 0;
   }
   if (rc != MDB_NOTFOUND) return merr(rc);
@@ -294,7 +317,7 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
                         uint64_t *replaced) {
   int rc;
   if (p->collapse_len > HD_STORE_MAX_COLLAPSE) return HD_EINVAL;
-  uint64_t n = meta_u64(s, t, "seq") + 1;
+  uint64_t n = (t == s->wtxn && s->wseq ? s->wseq : meta_u64(s, t, "seq")) + 1;
   *replaced = 0;
   if (p->collapse_len) {
     unsigned char cb[12 + HD_STORE_MAX_COLLAPSE], sb[8];
@@ -337,6 +360,7 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
   MDB_val ek = MV(eb, 16), ev = MV(lb, 12); /* where the message lives, for the sweeper */
   if ((rc = mdb_put(t, s->dbi[DB_EXPIRY], &ek, &ev, 0))) return merr(rc);
   if ((rc = meta_put_u64(s, t, "seq", n))) return rc;
+  if (t == s->wtxn) s->wseq = n;
   *seq = n;
   return 0;
 }

@@ -52,6 +52,7 @@ struct hd_op {
   void (*done)(hd_op *op);     /* loop thread, after the commit (or failure) */
   void *ud;
   uint64_t submitted_ns;       /* for the commit latency metric */
+  uint64_t committed_ns;       /* set by the writer when the op's commit returned */
   /* Optional: a further write by another module, run on the writer thread in the same
    * transaction right after the op itself succeeded (e.g. push.c schedules a message's SMS
    * escalation in the commit that stores it, so neither exists without the other). Its error
