@@ -237,8 +237,46 @@ typedef struct ingest {
   int stopping;
   hb_hist lat;
   msgpack_sbuffer sb;
+  size_t s_off, t_off;  /* one message a request: where seq and time go in the template */
   uv_timer_t timer, progress;
 } ingest;
+
+static void put_be64(char *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (char)(v & 0xff);
+}
+
+/* One message a request: the request is the same bytes every time but for seq and send time,
+ * so it is packed once, with both as fixed-width uint64s, and patched per send (packing it
+ * anew cost the load client a fifth of its CPU). The broker sees the same map as from
+ * build_request(). */
+static void ingest_template(ingest *g) {
+  const opts *o = g->o;
+  msgpack_packer pk;
+  int pad = o->size - 24 > 0 ? o->size - 24 : 0;
+  static char filled[4096];
+  if (!filled[0]) memset(filled, 'x', sizeof filled);
+  if (pad > 4096) pad = 4096;
+  msgpack_sbuffer_clear(&g->sb);
+  msgpack_packer_init(&pk, &g->sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 4);
+  pk_str(&pk, "tenant");
+  pk_str(&pk, o->tenant);
+  pk_str(&pk, "key");
+  pk_str(&pk, g->key);
+  pk_str(&pk, "app");
+  pk_str(&pk, o->app);
+  pk_str(&pk, "data");
+  msgpack_pack_map(&pk, 3);
+  pk_str(&pk, "s");
+  g->s_off = g->sb.size + 1; /* after the 0xcf tag */
+  msgpack_pack_fix_uint64(&pk, 0);
+  pk_str(&pk, "t");
+  g->t_off = g->sb.size + 1;
+  msgpack_pack_fix_uint64(&pk, 0);
+  pk_str(&pk, "p");
+  msgpack_pack_str(&pk, (size_t)pad);
+  msgpack_pack_str_body(&pk, filled, (size_t)pad);
+}
 
 /* A request of o->batch messages: {"tenant", "key", "app", "batch": [{"data": {...}}, ...]}. */
 static void build_batch_request(msgpack_sbuffer *sb, const opts *o, const char *key,
@@ -295,10 +333,13 @@ static uint64_t batch_acked(const char *reply, size_t len) {
 static void ingest_send(ingest *g, int conn) {
   uint64_t corr = g->next_corr++;
   uint64_t t = now_ns();
-  if (g->o->batch > 1)
+  if (g->o->batch > 1) {
     build_batch_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
-  else
-    build_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
+  } else {
+    if (!g->t_off) ingest_template(g);
+    put_be64(g->sb.data + g->s_off, corr);
+    put_be64(g->sb.data + g->t_off, t);
+  }
   g->sent_at[(size_t)conn * (size_t)g->o->window + corr % (uint64_t)g->o->window] = t;
   /* The connection index rides in the top bits of the correlation id. */
   hb_zpub_send(g->pubs[conn], corr | ((uint64_t)conn << 48), g->sb.data, g->sb.size);

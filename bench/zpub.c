@@ -20,6 +20,7 @@ struct hb_zpub {
   void *ud;
   pending *head, *tail;  /* not yet accepted by the socket (HWM) */
   size_t inflight;
+  int draining;          /* a reply callback's send must not start a nested drain */
 };
 
 static void drain(hb_zpub *z);
@@ -28,15 +29,15 @@ static void on_poll(uv_poll_t *p, int status, int events) { drain(p->data); }
 
 static int try_send(hb_zpub *z, pending *p) {
   if (zmq_send(z->sock, &p->corr, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
-  zmq_send(z->sock, "", 0, ZMQ_SNDMORE);
   zmq_send(z->sock, p->body, p->len, 0);
   return 0;
 }
 
-static void recv_reply(hb_zpub *z) {
-  zmq_msg_t parts[3];
+/* Take one reply and hand it to the callback. 1 if one was taken, 0 if none was waiting. */
+static int recv_reply(hb_zpub *z) {
+  zmq_msg_t parts[2];
   int n = 0, more = 1;
-  while (more && n < 3) {
+  while (more && n < 2) {
     zmq_msg_init(&parts[n]);
     if (zmq_msg_recv(&parts[n], z->sock, ZMQ_DONTWAIT) < 0) {
       zmq_msg_close(&parts[n]);
@@ -45,40 +46,49 @@ static void recv_reply(hb_zpub *z) {
     more = zmq_msg_more(&parts[n]);
     n++;
   }
-  if (n == 3 && zmq_msg_size(&parts[0]) == 8) {
+  int ours = !more;
+  while (more) { /* not a reply of ours: skip the rest of it */
+    zmq_msg_t extra;
+    zmq_msg_init(&extra);
+    if (zmq_msg_recv(&extra, z->sock, ZMQ_DONTWAIT) < 0) more = 0;
+    else more = zmq_msg_more(&extra);
+    zmq_msg_close(&extra);
+  }
+  if (ours && n == 2 && zmq_msg_size(&parts[0]) == 8) {
     uint64_t corr;
     memcpy(&corr, zmq_msg_data(&parts[0]), 8);
-    const char *r = zmq_msg_data(&parts[2]);
-    size_t len = zmq_msg_size(&parts[2]);
+    const char *r = zmq_msg_data(&parts[1]);
+    size_t len = zmq_msg_size(&parts[1]);
     /* {"id": ...} is a fixmap of one entry whose key is "id": 0x81 0xa2 'i' 'd'. */
     int ok = len > 4 && (unsigned char)r[0] == 0x81 && r[2] == 'i' && r[3] == 'd';
     z->inflight--;
     z->cb(z->ud, corr, ok, r, len);
   }
   for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
+  return n > 0;
 }
 
+/* Replies first (each may queue a request), then queued requests, until libzmq reports
+ * nothing left to do: its fd is edge-triggered, so only then may the loop wait on it. One
+ * ZMQ_EVENTS check per round, not per message (each costs libzmq a mailbox poll). */
 static void drain(hb_zpub *z) {
+  if (z->draining) return;
+  z->draining = 1;
   for (;;) {
+    while (recv_reply(z)) {
+    }
+    while (z->head && try_send(z, z->head) == 0) {
+      pending *p = z->head;
+      z->head = p->next;
+      if (!z->head) z->tail = NULL;
+      free(p);
+    }
     int ev = 0;
     size_t sz = sizeof ev;
-    if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &ev, &sz)) return;
-    int progress = 0;
-    if ((ev & ZMQ_POLLOUT) && z->head) {
-      pending *p = z->head;
-      if (try_send(z, p) == 0) {
-        z->head = p->next;
-        if (!z->head) z->tail = NULL;
-        free(p);
-        progress = 1;
-      }
-    }
-    if (ev & ZMQ_POLLIN) {
-      recv_reply(z);
-      progress = 1;
-    }
-    if (!progress) return;
+    if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &ev, &sz)) break;
+    if (!(ev & ZMQ_POLLIN) && !((ev & ZMQ_POLLOUT) && z->head)) break;
   }
+  z->draining = 0;
 }
 
 hb_zpub *hb_zpub_new(uv_loop_t *loop, void *zctx, const char *endpoint, hb_zack_cb cb, void *ud) {
@@ -103,20 +113,28 @@ hb_zpub *hb_zpub_new(uv_loop_t *loop, void *zctx, const char *endpoint, hb_zack_
 }
 
 int hb_zpub_send(hb_zpub *z, uint64_t corr, const void *body, size_t len) {
+  z->inflight++;
+  if (!z->head) {
+    pending tmp = {.corr = corr, .len = len};
+    /* Straight from the caller's buffer when the socket takes it (it copies). */
+    if (zmq_send(z->sock, &tmp.corr, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+      zmq_send(z->sock, body, len, 0);
+      drain(z); /* inside a reply callback: the running drain goes on */
+      return 0;
+    }
+  }
   pending *p = malloc(sizeof *p + len);
-  if (!p) return -1;
+  if (!p) {
+    z->inflight--;
+    return -1;
+  }
   p->next = NULL;
   p->corr = corr;
   p->len = len;
   memcpy(p->body, body, len);
-  z->inflight++;
-  if (!z->head && try_send(z, p) == 0) {
-    free(p);
-  } else {
-    if (z->tail) z->tail->next = p;
-    else z->head = p;
-    z->tail = p;
-  }
+  if (z->tail) z->tail->next = p;
+  else z->head = p;
+  z->tail = p;
   drain(z);
   return 0;
 }

@@ -1,6 +1,6 @@
 /* zpub.h — a ZeroMQ DEALER publisher on libuv for the bench harness: requests go out with an
- * 8-byte correlation frame (and an empty delimiter, so replies look like REQ replies), replies
- * are matched back by it; ZMQ_FD is watched with uv_poll and drained edge-triggered. Loop
+ * 8-byte correlation frame before the body (the broker echoes every frame before the body),
+ * replies are matched back by it; ZMQ_FD is watched with uv_poll and drained edge-triggered. Loop
  * thread only; the caller owns it (hb_zpub_close frees). */
 #ifndef HERALD_BENCH_ZPUB_H
 #define HERALD_BENCH_ZPUB_H
