@@ -45,6 +45,7 @@
 #define FAIL_MAX_SHIFT 6    /* the delay doubles up to 64x auth_fail_delay */
 #define ACCEPT_BURST 128    /* accepts per readiness event, so one burst cannot starve others */
 #define READ_BURST 4        /* reads per readiness event */
+#define CONFIRM_DELAY_MS 5  /* longest an `acked` waits for a message frame to ride with */
 
 typedef struct ipc ipc;
 
@@ -55,6 +56,7 @@ enum {
   F_CLOSED = 4,        /* close requested: no more I/O */
   F_HANDLE_GONE = 8,   /* uv_close callback ran */
   F_SLOW = 16,         /* out reached send_buffer; `since` holds when */
+  F_CONFIRM = 32,      /* an `acked` is queued and the conn is in ipc.confirmq */
 };
 
 /* One connection. Kept small on purpose (see the top of the file). */
@@ -107,6 +109,9 @@ struct ipc {
   conn **dtab;         /* authenticated connections by (tenant, device) */
   uint32_t dmask, ndev;
   uv_timer_t sweep;
+  uv_timer_t confirm;   /* sends the queued `acked` frames no message frame took along */
+  conn **confirmq;      /* conns with F_CONFIRM */
+  uint32_t nconfirm, capconfirm;
   uint64_t t0_ms;
   uint32_t now_s;
   int stopping;
@@ -129,6 +134,7 @@ static void conn_close_hard(conn *c);
 static void conn_close_soft(conn *c);
 static void pump(conn *c);
 static void flush(conn *c);
+static void confirm_forget(conn *c);
 static void on_conn_io(uv_poll_t *p, int status, int events);
 
 static inline ipc *T(const conn *c) { return c->poll.data; }
@@ -339,6 +345,7 @@ static void conn_release(conn *c, int rst) {
   ipc *t = T(c);
   if (c->flags & F_CLOSED) return;
   int fd = conn_fd(c);
+  confirm_forget(c);
   if (c->watch) t->h->unwatch(c->watch);
   c->watch = NULL;
   dtab_del(t, c);
@@ -492,6 +499,46 @@ typedef struct ack_req {
   uint64_t ids[];
 } ack_req;
 
+static void on_confirm(uv_timer_t *tm) {
+  ipc *t = tm->data;
+  /* flush() may close a conn, which takes it out of the queue: walk from the end. */
+  while (t->nconfirm) {
+    conn *c = t->confirmq[--t->nconfirm];
+    c->flags &= (uint8_t)~F_CONFIRM;
+    flush(c);
+  }
+}
+
+static void confirm_later(conn *c) {
+  ipc *t = T(c);
+  if (c->flags & F_CONFIRM) return;
+  if (t->nconfirm == t->capconfirm) {
+    uint32_t cap = t->capconfirm ? t->capconfirm * 2 : 256;
+    conn **q = realloc(t->confirmq, cap * sizeof *q);
+    if (!q) {
+      flush(c); /* no room to remember it: send now */
+      return;
+    }
+    t->confirmq = q;
+    t->capconfirm = cap;
+  }
+  t->confirmq[t->nconfirm++] = c;
+  c->flags |= F_CONFIRM;
+  if (!uv_is_active((uv_handle_t *)&t->confirm))
+    uv_timer_start(&t->confirm, on_confirm, CONFIRM_DELAY_MS, 0);
+}
+
+static void confirm_forget(conn *c) {
+  ipc *t = T(c);
+  if (!(c->flags & F_CONFIRM)) return;
+  c->flags &= (uint8_t)~F_CONFIRM;
+  for (uint32_t i = 0; i < t->nconfirm; i++)
+    if (t->confirmq[i] == c) {
+      t->confirmq[i] = t->confirmq[--t->nconfirm];
+      break;
+    }
+}
+
 static void on_acked(void *ud, int status) {
   ack_req *a = ud;
   conn *c = a->c;
@@ -505,11 +552,16 @@ static void on_acked(void *ud, int status) {
     }
   } else if (status >= 0) { /* status: how many of the ids took effect */
     t->h->metric_add(t->m_acks, status);
-    /* The confirmation is a courtesy: a peer that does not read gets none. */
+    /* The confirmation is a courtesy: a peer that does not read gets none. It does not go
+     * out at once: it rides with the next message frame, or leaves with the others of this
+     * connection within CONFIRM_DELAY_MS (a write per ack would double the syscalls of a
+     * paced stream, where every message is acked on its own). */
     if (c->state == C_READY && !over_limit(c)) {
       uint32_t before = out_pending(c);
-      if (hdc_enc_acked(&c->out, a->ids, a->n) == 0) queued(c, before);
-      flush(c);
+      if (hdc_enc_acked(&c->out, a->ids, a->n) == 0) {
+        queued(c, before);
+        confirm_later(c);
+      }
     }
   } else {
     t->h->log(t->self, HD_LOG_WARN, "ipconn_ack_failed", "device=%s error=%s",
@@ -577,7 +629,10 @@ static void ack_flush(conn *c) {
   } else {
     c->pending_acks++;
   }
-  pump(c);
+  /* With a watch armed the connection is caught up and the next commit wakes it: reading the
+   * store again now would find nothing. Without one, the window or the send buffer held
+   * messages back, and this ack may have made room. */
+  if (!c->watch) pump(c);
 }
 
 /* ---- hello ---- */
@@ -1141,6 +1196,8 @@ static int ipc_start(void *state) {
   uv_poll_start(&t->lpoll, UV_READABLE, on_accept);
   uv_timer_init(t->loop, &t->sweep);
   t->sweep.data = t;
+  uv_timer_init(t->loop, &t->confirm);
+  t->confirm.data = t;
   t->t0_ms = uv_now(t->loop);
   uv_timer_start(&t->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
   t->h->log(t->self, HD_LOG_INFO, "ipconn_listening",
@@ -1161,6 +1218,8 @@ static void ipc_stop(void *state) {
     close(t->lfd);
     t->lfd = -1;
     uv_close((uv_handle_t *)&t->sweep, NULL);
+    on_confirm(&t->confirm); /* the confirmations still waiting go before the goaways */
+    uv_close((uv_handle_t *)&t->confirm, NULL);
   }
   uint32_t told = 0;
   for (uint32_t i = t->nconns; i-- > 0;) {
@@ -1185,6 +1244,7 @@ static void ipc_destroy(void *state) {
   free(t->conns);
   free(t->dtab);
   free(t->ackq);
+  free(t->confirmq);
   SSL_CTX_free(t->tls);
   free(t);
 }
