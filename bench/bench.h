@@ -131,6 +131,7 @@ typedef struct hb_paced {
   const char *key;
   hb_zpub *z;
   long next, acked, refused;
+  uint64_t start_ns;    /* message i is due at start_ns + i / rate */
   msgpack_sbuffer sb;
   uv_timer_t timer;
 } hb_paced;

@@ -538,15 +538,21 @@ static void on_paced_ack(void *ud, uint64_t corr, int ok, const char *r, size_t 
   else p->refused++;
 }
 
-static void on_paced_tick(uv_timer_t *t) {
-  hb_paced *p = t->data;
-  if (p->next >= p->o->messages) {
-    uv_timer_stop(t);
-    return;
-  }
+static void paced_send_one(hb_paced *p) {
   build_request(&p->sb, p->o, p->key, (uint64_t)p->next, now_ns(), 60);
   hb_zpub_send(p->z, (uint64_t)p->next, p->sb.data, p->sb.size);
   p->next++;
+}
+
+/* Every millisecond: send what is due by now on the schedule start + i / rate, so any rate is
+ * kept on average (not only 1000/k per second) and a late tick catches up. */
+static void on_paced_tick(uv_timer_t *t) {
+  hb_paced *p = t->data;
+  double elapsed = (double)(now_ns() - p->start_ns) / 1e9;
+  long due = (long)(elapsed * p->o->rate) + 1;
+  if (due > p->o->messages) due = p->o->messages;
+  while (p->next < due) paced_send_one(p);
+  if (p->next >= p->o->messages) uv_timer_stop(t);
 }
 
 int hb_paced_start(hb_paced *p, uv_loop_t *loop, void *zctx, const opts *o, const char *key) {
@@ -557,11 +563,11 @@ int hb_paced_start(hb_paced *p, uv_loop_t *loop, void *zctx, const opts *o, cons
   uv_timer_init(loop, &p->timer);
   p->timer.data = p;
   if (!(p->z = hb_zpub_new(loop, zctx, o->zmq, on_paced_ack, p))) return -1;
-  uint64_t every_ms = o->rate > 0 ? (uint64_t)(1000.0 / o->rate) : 0;
-  if (every_ms == 0)
-    while (p->next < o->messages) on_paced_tick(&p->timer);
+  p->start_ns = now_ns();
+  if (o->rate <= 0)
+    while (p->next < o->messages) paced_send_one(p);
   else
-    uv_timer_start(&p->timer, on_paced_tick, 0, every_ms);
+    uv_timer_start(&p->timer, on_paced_tick, 0, 1);
   return 0;
 }
 
