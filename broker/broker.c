@@ -17,6 +17,7 @@
 #include "herald/error.h"
 #include "http.h"
 #include "ingress_zmq.h"
+#include "jcache.h"
 #include "log.h"
 #include "plugin.h"
 #include "push.h"
@@ -586,6 +587,7 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
   if ((rc = hd__tenants_load(&b->tenants, &b->cfg, b->store, err, errlen))) return rc;
   /* Tenants created at run time, beside the config's; before the writer thread runs. */
   if ((rc = hd__admin_open(b, err, errlen))) return rc;
+  b->jcache = hd__jcache_new(); /* NULL only costs renderings */
   if ((rc = hd__metrics_new(&b->metrics)) || (rc = hd__router_new(&b->router))) {
     snprintf(err, errlen, "out of memory");
     return rc;
@@ -746,6 +748,8 @@ void hd__broker_free(hd_broker *b) {
   if (b->zctx) zmq_ctx_term(b->zctx);
   hd__writer_free(b->writer);
   hd__router_free(b->router);
+  hd__jcache_free(b->jcache);
+  b->jcache = NULL;
   hd__admin_free(b->admin);
   hd__release_free(b->releases);
   hd__tenants_free(&b->tenants);

@@ -48,6 +48,7 @@ typedef struct hd_broker {
   hd_push *push;               /* per-device push policy and its durable queue (push.c) */
   hd_releases *releases;       /* release catalog, notices, update-check, reports (release.c) */
   struct hd_downloads *downloads; /* package downloads: their thread and slots (download.c) */
+  struct hd_jcache *jcache;    /* JSON renderings of recent payloads, shared by fetches */
   void *zctx;                  /* the ZeroMQ context */
   char plugin_dir[4096];
   uv_signal_t sigint, sigterm;

@@ -8,6 +8,7 @@
 #include "codec.h"
 #include "herald/error.h"
 #include "http.h"
+#include "jcache.h"
 #include "log.h"
 #include "events.h"
 #include "plugin_int.h"
@@ -122,6 +123,7 @@ static int fetch_one(void *ud, const hd_store_msg *sm) {
   if (hd__store_r_app_name(fc->b->store, fc->txn, sm->app_num, &tenant, m->app, sizeof m->app))
     snprintf(m->app, sizeof m->app, "?");
   m->seq = sm->seq;
+  m->jc = fc->b->jcache;
   m->created_ms = sm->created_ms;
   m->expires_ms = sm->expires_ms;
   if (sm->dev_num) {
@@ -203,8 +205,13 @@ static const void *h_msg_data(const hd_msg *m, size_t *len) {
 }
 static const char *h_msg_data_json(const hd_msg *cm, size_t *len) {
   hd_msg *m = (hd_msg *)cm; /* the JSON rendering is a cache, not a change of the message */
-  if (!m->json && hd__codec_mpbytes_to_json_text(m->data, m->data_len, &m->json, &m->json_len))
-    return NULL;
+  if (!m->json && m->jc && hd__jcache_get(m->jc, m->seq, &m->json, &m->json_len) != 0)
+    m->json = NULL;
+  if (!m->json) {
+    if (hd__codec_mpbytes_to_json_text(m->data, m->data_len, &m->json, &m->json_len))
+      return NULL;
+    if (m->jc) hd__jcache_put(m->jc, m->seq, m->json, m->json_len);
+  }
   if (len) *len = m->json_len;
   return m->json;
 }

@@ -20,6 +20,7 @@ struct hd_msg {
   size_t data_len;
   char *json;              /* rendered on first request */
   size_t json_len;
+  struct hd_jcache *jc;    /* renderings shared between fetches (jcache.h), or NULL */
 };
 
 struct hd_batch {
