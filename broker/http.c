@@ -639,7 +639,24 @@ static void conn_on_write(uv_write_t *req, int status) {
 }
 
 /* Status line, then Content-Type, Content-Length, the caller's extra lines, Connection. */
-#define HTTP_RESP_FMT "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n"
+static char *put_str(char *p, const char *s) {
+  size_t n = strlen(s);
+  memcpy(p, s, n);
+  return p + n;
+}
+
+/* Decimal digits of v at p (no NUL); returns the end. Not snprintf: every answer has one or
+ * two numbers and a long-poll fan-out writes tens of thousands of answers a second. */
+static char *put_u64(char *p, uint64_t v) {
+  char buf[24], *q = buf + sizeof buf;
+  do {
+    *--q = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  size_t n = (size_t)(buf + sizeof buf - q);
+  memcpy(p, q, n);
+  return p + n;
+}
 
 /* Queues one answer. keep == 0 makes it the last one on the connection. Content-Length is
  * `announce`, or len when announce is HTTP_LEN_OF_BODY: a streamed body (hd__http_reply_stream)
@@ -650,25 +667,39 @@ static void conn_write_answer(hd_http_conn *c, int status, const char *content_t
                               uint64_t announce, int keep, int http_1_0) {
   hd_http_server *s = c->s;
   int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
-  char clen[48] = "";
-  if (no_body)
-    len = 0;
-  else
-    snprintf(clen, sizeof clen, "Content-Length: %llu\r\n",
-             (unsigned long long)(announce == HTTP_LEN_OF_BODY ? len : announce));
+  if (no_body) len = 0;
   const char *conn_hdr = !keep ? "Connection: close\r\n"
                          : http_1_0 ? "Connection: keep-alive\r\n"
                                     : "";
   const char *ct = content_type && !no_body ? content_type : NULL;
   const char *reason = reason_phrase(status);
-  int hlen = snprintf(NULL, 0, HTTP_RESP_FMT, status, reason, ct ? "Content-Type: " : "",
-                      ct ? ct : "", ct ? "\r\n" : "", clen, extra ? extra : "", conn_hdr);
-  HTTP_CHECK(hlen > 0);
-  wreq *w = xrealloc(NULL, sizeof *w + (size_t)hlen + 1 + len);
+  HTTP_CHECK(status >= 100 && status <= 999);
+  /* An upper bound of the head: fixed text, three numbers of at most 20 digits, the strings. */
+  size_t cap = 96 + strlen(reason) + (ct ? strlen(ct) : 0) + (extra ? strlen(extra) : 0) +
+               strlen(conn_hdr);
+  wreq *w = xrealloc(NULL, sizeof *w + cap + len);
   w->c = c;
   w->last = !keep;
-  snprintf(w->data, (size_t)hlen + 1, HTTP_RESP_FMT, status, reason, ct ? "Content-Type: " : "",
-           ct ? ct : "", ct ? "\r\n" : "", clen, extra ? extra : "", conn_hdr);
+  char *p = put_str(w->data, "HTTP/1.1 ");
+  p = put_u64(p, (uint64_t)status);
+  *p++ = ' ';
+  p = put_str(p, reason);
+  p = put_str(p, "\r\n");
+  if (ct) {
+    p = put_str(p, "Content-Type: ");
+    p = put_str(p, ct);
+    p = put_str(p, "\r\n");
+  }
+  if (!no_body) {
+    p = put_str(p, "Content-Length: ");
+    p = put_u64(p, announce == HTTP_LEN_OF_BODY ? len : announce);
+    p = put_str(p, "\r\n");
+  }
+  if (extra) p = put_str(p, extra);
+  p = put_str(p, conn_hdr);
+  p = put_str(p, "\r\n");
+  size_t hlen = (size_t)(p - w->data);
+  HTTP_CHECK(hlen <= cap);
   if (len) memcpy(w->data + hlen, body, len);
   if (status >= 400 && status < 500) s->stats.responses_4xx++;
   if (status >= 500 && status < 600) s->stats.responses_5xx++;
