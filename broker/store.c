@@ -46,7 +46,8 @@ struct hd_store {
    * message. Valid only for wtxn: every hd__store_wbegin() forgets it (LMDB reuses the same
    * MDB_txn for every top-level write transaction, and a child transaction may be aborted). */
   MDB_txn *wtxn;
-  uint64_t wseq;          /* the counter as this transaction last wrote it; 0: not known */
+  uint64_t wseq;          /* the counter as this transaction has it; 0: not known */
+  int wseq_dirty;         /* wseq is newer than the meta row: hd__store_wcommit writes it */
   uint32_t wapp_tenant, wapp_num;
   char wapp_id[HD_STORE_MAX_ID + 1]; /* "" : not known */
 };
@@ -166,9 +167,32 @@ int hd__store_stats(hd_store *s, hd_store_stats *out) {
 }
 
 /* ---- write side ---- */
+/* The sequence counter as transaction t sees it: the kept-back value when t has one. */
+static uint64_t seq_now(hd_store *s, MDB_txn *t) {
+  return t == s->wtxn && s->wseq ? s->wseq : meta_u64(s, t, "seq");
+}
+
+int hd__store_wcommit(hd_store *s, MDB_txn *t) {
+  if (t == s->wtxn && s->wseq_dirty) {
+    unsigned char b[8];
+    be64(b, s->wseq);
+    MDB_val k = MV("seq", 3), v = MV(b, 8);
+    int rc = mdb_put(t, s->dbi[DB_META], &k, &v, 0);
+    if (rc) {
+      mdb_txn_abort(t);
+      s->wtxn = NULL;
+      return rc;
+    }
+    s->wseq_dirty = 0;
+  }
+  if (t == s->wtxn) s->wtxn = NULL; /* ended: whatever comes next begins afresh */
+  return mdb_txn_commit(t);
+}
+
 int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out) {
   s->wtxn = NULL;
   s->wseq = 0;
+  s->wseq_dirty = 0;
   s->wapp_id[0] = 0;
   int rc = merr(mdb_txn_begin(s->env, parent, 0, out));
   if (rc == 0) s->wtxn = *out;
@@ -317,7 +341,7 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
                         uint64_t *replaced) {
   int rc;
   if (p->collapse_len > HD_STORE_MAX_COLLAPSE) return HD_EINVAL;
-  uint64_t n = (t == s->wtxn && s->wseq ? s->wseq : meta_u64(s, t, "seq")) + 1;
+  uint64_t n = seq_now(s, t) + 1;
   *replaced = 0;
   if (p->collapse_len) {
     unsigned char cb[12 + HD_STORE_MAX_COLLAPSE], sb[8];
@@ -359,8 +383,12 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
   be64(lb + 4, p->dev_num);
   MDB_val ek = MV(eb, 16), ev = MV(lb, 12); /* where the message lives, for the sweeper */
   if ((rc = mdb_put(t, s->dbi[DB_EXPIRY], &ek, &ev, 0))) return merr(rc);
-  if ((rc = meta_put_u64(s, t, "seq", n))) return rc;
-  if (t == s->wtxn) s->wseq = n;
+  if (t == s->wtxn) {
+    s->wseq = n; /* the meta row is written once, by hd__store_wcommit */
+    s->wseq_dirty = 1;
+  } else if ((rc = meta_put_u64(s, t, "seq", n))) {
+    return rc;
+  }
   *seq = n;
   return 0;
 }
@@ -475,7 +503,7 @@ int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app
   if (n >= HD_STORE_MAX_REGS) return HD_ETOOBIG;
   unsigned char kb[12], fb[8], ab[12];
   reg_key(kb, dev_num, app_num);
-  be64(fb, meta_u64(s, t, "seq"));
+  be64(fb, seq_now(s, t));
   MDB_val k = MV(kb, 12), v = MV(fb, 8);
   if ((rc = mdb_put(t, s->dbi[DB_REGS], &k, &v, 0))) return merr(rc);
   be32(ab, app_num);

@@ -73,6 +73,11 @@ int hd__store_stats(hd_store *s, hd_store_stats *out);
 
 /* ---- write side: writer thread (or start-up, before it runs) ---- */
 int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out);
+/* Commit a transaction begun with hd__store_wbegin (a child too): first writes what the store
+ * kept back for it (the sequence counter, written once per transaction rather than once per
+ * publish), then mdb_txn_commit. Returns LMDB's code (hd__store_commit_error maps it). A write
+ * transaction that published MUST be committed through this. */
+int hd__store_wcommit(hd_store *s, MDB_txn *t);
 
 /* Find or create the tenant's number. */
 int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num);

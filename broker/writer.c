@@ -221,11 +221,11 @@ static int commit_batch(hd_writer *w, hd_op *batch, uint64_t *commit_ns, int *re
       }
       op->status = apply(s, child, op, now);
       if (op->status) mdb_txn_abort(child);
-      else if ((rc = hd_err_from_mdb(mdb_txn_commit(child)))) op->status = rc;
+      else if ((rc = hd_err_from_mdb(hd__store_wcommit(s, child)))) op->status = rc;
     }
   }
   uint64_t t0 = hd__mono_ns();
-  rc = hd__store_commit_error(s, mdb_txn_commit(t));
+  rc = hd__store_commit_error(s, hd__store_wcommit(s, t));
   *commit_ns = hd__mono_ns() - t0;
   if (rc) goto fail_all;
   for (hd_op *op = batch; op; op = op->next)

@@ -63,14 +63,19 @@ static int teardown(void **state) {
 
 /* ---- write helpers (each asserts success) ------------------------------------------------ */
 
+/* The store of the test running: publishes keep their sequence counter back until
+ * hd__store_wcommit writes it, so every commit goes through it. */
+static hd_store *cur;
+
 static MDB_txn *wbegin(hd_store *s) {
   MDB_txn *t = NULL;
+  cur = s;
   assert_int_equal(hd__store_wbegin(s, NULL, &t), 0);
   assert_non_null(t);
   return t;
 }
 
-static void commit(MDB_txn *t) { assert_int_equal(mdb_txn_commit(t), 0); }
+static void commit(MDB_txn *t) { assert_int_equal(hd__store_wcommit(cur, t), 0); }
 
 static uint32_t mk_tenant(hd_store *s, MDB_txn *t, const char *name) {
   uint32_t n = 0;
@@ -450,6 +455,45 @@ static void test_registration_starts_after_last_id(void **state) {
   assert_int_equal(hd__store_r_app_devices(f->s, r, an, &count), 0);
   assert_int_equal(count, 2);
   hd__store_rend(f->s, r);
+}
+
+/* The sequence counter is kept back while a transaction publishes and written once by
+ * hd__store_wcommit: ids stay consecutive in one transaction, an aborted child transaction gives
+ * its ids back, a committed one's are never handed out again (the writer's replay path), and
+ * the counter survives reopening. */
+static void test_sequence_across_child_transactions(void **state) {
+  fx *f = *state;
+  MDB_txn *t = wbegin(f->s);
+  uint32_t tn = mk_tenant(f->s, t, "acme"), an = mk_app(f->s, t, tn, "news");
+  uint64_t a = pub(f->s, t, an, 0, LATER, NULL, "a", NULL);
+  uint64_t b = pub(f->s, t, an, 0, LATER, NULL, "b", NULL);
+  assert_int_equal(b, a + 1);
+  commit(t);
+
+  MDB_txn *parent = wbegin(f->s), *child;
+  assert_int_equal(hd__store_wbegin(f->s, parent, &child), 0);
+  uint64_t c = pub(f->s, child, an, 0, LATER, NULL, "c", NULL);
+  assert_int_equal(hd__store_wcommit(f->s, child), 0);
+  assert_int_equal(hd__store_wbegin(f->s, parent, &child), 0);
+  uint64_t gone = pub(f->s, child, an, 0, LATER, NULL, "aborted", NULL);
+  mdb_txn_abort(child);
+  assert_int_equal(hd__store_wbegin(f->s, parent, &child), 0);
+  uint64_t d = pub(f->s, child, an, 0, LATER, NULL, "d", NULL);
+  assert_int_equal(hd__store_wcommit(f->s, child), 0);
+  commit(parent);
+  assert_int_equal(c, b + 1);
+  assert_int_equal(gone, c + 1);
+  assert_int_equal(d, c + 1); /* the aborted child's id was never stored */
+
+  hd__store_close(f->s);
+  assert_int_equal(hd__store_open(f->dir, 64 * MIB, &f->s), 0);
+  t = wbegin(f->s);
+  uint64_t e = pub(f->s, t, an, 0, LATER, NULL, "e", NULL);
+  commit(t);
+  assert_int_equal(e, d + 1);
+  hd_store_stats st;
+  assert_int_equal(hd__store_stats(f->s, &st), 0);
+  assert_int_equal(st.last_seq, e);
 }
 
 static void test_broadcast_reaches_every_registered_device(void **state) {
@@ -933,6 +977,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_tenant_and_app_numbers_are_stable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_create_duplicate_lookup, setup, teardown),
       cmocka_unit_test_setup_teardown(test_registration_starts_after_last_id, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sequence_across_child_transactions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_broadcast_reaches_every_registered_device, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_direct_message_only_for_its_device, setup, teardown),
