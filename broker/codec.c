@@ -444,6 +444,136 @@ int hd__codec_msgpack_validate(const void *buf, size_t len) {
   return rd_whole(buf, len, NULL);
 }
 
+/* ---- value-by-value reading (hd_mp) ------------------------------------------------------- */
+
+int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len) {
+  struct mp_reader m = {r->p, r->end};
+  int rc = rd_value(&m, NULL, 0);
+  if (rc) return rc;
+  *at = r->p;
+  *len = (size_t)(m.p - r->p);
+  r->p = m.p;
+  return 0;
+}
+
+int hd__mp_next(hd_mp *r, hd_mp_val *v) {
+  struct mp_reader m = {r->p, r->end};
+  const unsigned char *b;
+  uint64_t u, n;
+  memset(v, 0, sizeof *v);
+  if (rd_take(&m, 1, &b) != 0) return HD_EINVAL;
+  unsigned char t = b[0];
+  if (t <= 0x7f) {
+    v->kind = HD_MP_UINT;
+    v->u = t;
+  } else if (t >= 0xe0) {
+    v->kind = HD_MP_NINT;
+    v->i = (int8_t)t;
+  } else if (t >= 0xa0 && t <= 0xbf) {
+    n = t & 0x1f;
+    goto str;
+  } else if (t <= 0x8f) {
+    v->kind = HD_MP_MAP;
+    v->n = t & 0x0f;
+  } else if (t <= 0x9f) {
+    v->kind = HD_MP_ARRAY;
+    v->n = t & 0x0f;
+  } else {
+    switch (t) {
+    case 0xc0: v->kind = HD_MP_NIL; break;
+    case 0xc2:
+    case 0xc3:
+      v->kind = HD_MP_BOOL;
+      v->u = t == 0xc3;
+      break;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+      if (rd_be(&m, (size_t)1 << (t - 0xc4), &n) || rd_take(&m, n, &b)) return HD_EINVAL;
+      v->kind = HD_MP_BIN;
+      v->s = (const char *)b;
+      v->n = n;
+      break;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9:
+      if (rd_be(&m, (size_t)1 << (t - 0xc7), &n) || rd_take(&m, n + 1, &b)) return HD_EINVAL;
+      v->kind = HD_MP_EXT;
+      v->s = (const char *)b + 1;
+      v->n = n;
+      break;
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
+      n = (uint64_t)1 << (t - 0xd4);
+      if (rd_take(&m, n + 1, &b)) return HD_EINVAL;
+      v->kind = HD_MP_EXT;
+      v->s = (const char *)b + 1;
+      v->n = n;
+      break;
+    case 0xca:
+    case 0xcb:
+      if (rd_take(&m, t == 0xca ? 4 : 8, &b)) return HD_EINVAL;
+      v->kind = HD_MP_FLOAT;
+      break;
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+      if (rd_be(&m, (size_t)1 << (t - 0xcc), &u)) return HD_EINVAL;
+      v->kind = HD_MP_UINT;
+      v->u = u;
+      break;
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+      size_t w = (size_t)1 << (t - 0xd0);
+      if (rd_be(&m, w, &u)) return HD_EINVAL;
+      if (w < 8 && (u >> (w * 8 - 1)) & 1) u |= ~(uint64_t)0 << (w * 8);
+      if (u <= (uint64_t)INT64_MAX) { /* >= 0 in any width: unsigned, as msgpack-c has it */
+        v->kind = HD_MP_UINT;
+        v->u = u;
+      } else {
+        v->kind = HD_MP_NINT;
+        v->i = -(int64_t)(~u) - 1;
+      }
+      break;
+    }
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+      if (rd_be(&m, (size_t)1 << (t - 0xd9), &n)) return HD_EINVAL;
+      goto str;
+    case 0xdc:
+    case 0xdd:
+      if (rd_be(&m, (size_t)2 << (t - 0xdc), &n)) return HD_EINVAL;
+      v->kind = HD_MP_ARRAY;
+      v->n = n;
+      break;
+    case 0xde:
+    case 0xdf:
+      if (rd_be(&m, (size_t)2 << (t - 0xde), &n)) return HD_EINVAL;
+      v->kind = HD_MP_MAP;
+      v->n = n;
+      break;
+    default: /* 0xc1 */
+      return HD_EINVAL;
+    }
+  }
+  r->p = m.p;
+  return 0;
+str:
+  if (rd_take(&m, n, &b)) return HD_EINVAL;
+  v->kind = HD_MP_STR;
+  v->s = (const char *)b;
+  v->n = n;
+  r->p = m.p;
+  return 0;
+}
+
 struct dump_buf {
   char *data;
   size_t len, cap;

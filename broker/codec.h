@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <msgpack.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define HD_CODEC_MAX_DEPTH 64
 
@@ -31,5 +32,37 @@ int hd__codec_msgpack_to_json(const msgpack_object *o, json_t **out);
 int hd__codec_mpbytes_to_json_text(const void *buf, size_t len, char **out, size_t *outlen);
 /* Validate that buf holds exactly one well-formed msgpack value within the depth cap. */
 int hd__codec_msgpack_validate(const void *buf, size_t len);
+
+/* Reading msgpack bytes value by value, without building objects: what a request parser needs
+ * to pick a few fields out of a map and keep another field's bytes as they are. Bounds are
+ * checked on every read, so it is safe on any bytes; run hd__codec_msgpack_validate first to
+ * also have the depth cap and no trailing bytes. */
+typedef struct hd_mp {
+  const unsigned char *p, *end;
+} hd_mp;
+
+enum hd_mp_kind {
+  HD_MP_NIL, HD_MP_BOOL,
+  HD_MP_UINT,  /* any integer >= 0, whatever its encoding (as msgpack-c's POSITIVE_INTEGER) */
+  HD_MP_NINT,  /* an integer < 0 */
+  HD_MP_FLOAT, HD_MP_STR, HD_MP_BIN, HD_MP_EXT,
+  HD_MP_ARRAY, /* n elements follow */
+  HD_MP_MAP,   /* n key/value pairs follow */
+};
+
+typedef struct hd_mp_val {
+  enum hd_mp_kind kind;
+  uint64_t u;          /* HD_MP_UINT, HD_MP_BOOL (0/1) */
+  int64_t i;           /* HD_MP_NINT */
+  const char *s;       /* HD_MP_STR, HD_MP_BIN, HD_MP_EXT: the bytes (ext: after the type byte) */
+  uint64_t n;          /* their length; HD_MP_ARRAY / HD_MP_MAP: the element count */
+} hd_mp_val;
+
+/* Take the next value's header: a scalar whole, a container's header only (its elements are
+ * read next). 0, or HD_EINVAL when the bytes end early or hold no msgpack value. */
+int hd__mp_next(hd_mp *r, hd_mp_val *v);
+/* Skip the next value whole (elements included, depth-capped); *at and *len say where its
+ * bytes were. 0 or HD_EINVAL. */
+int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len);
 
 #endif

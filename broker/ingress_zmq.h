@@ -30,7 +30,6 @@
 #ifndef HERALD_INGRESS_ZMQ_H
 #define HERALD_INGRESS_ZMQ_H
 
-#include <msgpack/zone.h>
 #include <stddef.h>
 
 #include "broker.h"
@@ -60,11 +59,9 @@ typedef struct hd_zmq_request {
 } hd_zmq_request;
 
 /* Parse one request frame (bytes from the network). Returns 0, or an HD_E* code with a reason
- * for the client in *why (a static string). On error *r is cleared. Pure: no I/O. zone, if not
- * NULL, is scratch for the parse and is cleared before returning (r owns copies of what it
- * keeps); NULL uses a zone of its own. */
-int hd__zmq_request_parse(const char *body, size_t len, msgpack_zone *zone, hd_zmq_request *r,
-                          const char **why);
+ * for the client in *why (a static string). On error *r is cleared. Pure: no I/O. "data" is
+ * kept as the msgpack bytes it came in. */
+int hd__zmq_request_parse(const char *body, size_t len, hd_zmq_request *r, const char **why);
 void hd__zmq_request_clear(hd_zmq_request *r);
 
 int hd__zmq_ingress_open(hd_broker *b, const char *endpoint, size_t max_frame,

@@ -604,8 +604,85 @@ static void test_fuzz_mutations(void **state) {
   assert_true(n_ok > 0); /* the loop must exercise the success path too */
 }
 
+/* hd_mp: integers >= 0 are HD_MP_UINT in every encoding (as msgpack-c's POSITIVE_INTEGER),
+ * negatives HD_MP_NINT; str/bin/ext hand out their bytes; containers their counts; skip steps
+ * over a whole value and says where it was; a truncated value or 0xc1 is HD_EINVAL. */
+static void test_mp_reader(void **state) {
+  (void)state;
+  static const unsigned char b[] = {
+      0x05,                               /* fixint 5 */
+      0xd0, 0x07,                         /* int8 7 */
+      0xd1, 0xff, 0xfe,                   /* int16 -2 */
+      0xcf, 0, 0, 0, 0, 0, 0, 1, 0,       /* uint64 256 */
+      0xff,                               /* fixint -1 */
+      0xa2, 'h', 'i',                     /* "hi" */
+      0xc4, 0x01, 0x00,                   /* bin 1 */
+      0xd4, 0x09, 0x2a,                   /* fixext 1, type 9 */
+      0x82, 0xa1, 'a', 0x91, 0xc0, 0xa1, 'b', 0xc3, /* {"a": [nil], "b": true} */
+      0xc0,
+  };
+  hd_mp r = {b, b + sizeof b};
+  hd_mp_val v;
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_UINT);
+  assert_int_equal(v.u, 5);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_UINT);
+  assert_int_equal(v.u, 7);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_NINT);
+  assert_int_equal(v.i, -2);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_UINT);
+  assert_int_equal(v.u, 256);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_NINT);
+  assert_int_equal(v.i, -1);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_STR);
+  assert_int_equal(v.n, 2);
+  assert_memory_equal(v.s, "hi", 2);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_BIN);
+  assert_int_equal(v.n, 1);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_EXT);
+  assert_int_equal(v.n, 1);
+  assert_int_equal(v.s[0], 0x2a);
+  const unsigned char *at = NULL;
+  size_t n = 0;
+  const unsigned char *map = r.p;
+  assert_int_equal(hd__mp_skip(&r, &at, &n), 0);
+  assert_ptr_equal(at, map);
+  assert_int_equal(n, 8);
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_NIL);
+  assert_ptr_equal(r.p, b + sizeof b);
+  assert_int_equal(hd__mp_next(&r, &v), HD_EINVAL); /* nothing left */
+
+  r = (hd_mp){map, map + 8};
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_MAP);
+  assert_int_equal(v.n, 2);
+  assert_int_equal(hd__mp_next(&r, &v), 0); /* "a" */
+  assert_int_equal(hd__mp_next(&r, &v), 0);
+  assert_int_equal(v.kind, HD_MP_ARRAY);
+  assert_int_equal(v.n, 1);
+
+  static const unsigned char trunc[] = {0xda, 0x00, 0x05, 'a', 'b'}; /* str16 of 5, 2 there */
+  r = (hd_mp){trunc, trunc + sizeof trunc};
+  const unsigned char *p0 = r.p;
+  assert_int_equal(hd__mp_next(&r, &v), HD_EINVAL);
+  assert_ptr_equal(r.p, p0); /* nothing taken */
+  assert_int_equal(hd__mp_skip(&r, &at, &n), HD_EINVAL);
+  static const unsigned char never[] = {0xc1};
+  r = (hd_mp){never, never + 1};
+  assert_int_equal(hd__mp_next(&r, &v), HD_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_mp_reader),
       cmocka_unit_test(test_roundtrip_scalars),
       cmocka_unit_test(test_roundtrip_reals),
       cmocka_unit_test(test_roundtrip_unicode),
