@@ -30,7 +30,9 @@ for r in rows:
     if r.get("failed"):
         failed.append(r)
     else:
-        runs[(r["workload"], r["system"])].append(r["result"])
+        res = r["result"]
+        res["steal_pct"] = r.get("steal_pct")  # the machine's, during the run (run.sh)
+        runs[(r["workload"], r["system"])].append(res)
 
 
 def get(res, key):
@@ -93,7 +95,6 @@ TITLES = {
     "fanout1000": "Persistent connections, 1,000 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "ingest": "Durable ingest (Herald ZeroMQ vs Mosquitto QoS 1 vs NATS JetStream)",
     "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
-    "halfpeak": "Herald long-poll latency at half its own peak broadcast rate",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",
 }
@@ -134,10 +135,71 @@ def plot(w, systems):
     return png if rc == 0 else None
 
 
+LATENCY = OrderedDict([
+    ("latency-ipconn100", "ipconn, {n:,} devices"),
+    ("latency-longpoll100", "long-poll, {n:,} devices"),
+    ("latency-longpoll1000", "long-poll, {n:,} devices"),
+])
+
+
+def latency_sweep():
+    """Publish->deliver latency against offered load, one table per transport and fan-out, and
+    the p99 at half of the sustained peak: the highest offered rate whose median delivered rate
+    was at least 97 % of it."""
+    for w, what in LATENCY.items():
+        rs = runs.get((w, "herald"), [])
+        if not rs:
+            continue
+        by_rate = defaultdict(list)
+        for r in rs:
+            by_rate[r["rate"]].append(r)
+        n = rs[0]["devices"]
+        what = what.format(n=n)
+        print(f"#### Latency against offered load: {what}\n")
+        print("| broadcasts/s | offered deliveries/s | delivered/s | kept up | p50 ms | p99 ms | "
+              "p99.9 ms | CPU % | steal % | runs |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        peak, table = None, []
+        for rate in sorted(by_rate):
+            rr = by_rate[rate]
+            offered = rate * n
+            dtxt, dmed = stat([r.get("deliveries_per_s") for r in rr], "{:,.0f}")
+            p50, _ = stat([get(r, "latency_ms.p50") for r in rr], "{:.1f}")
+            p99, p99m = stat([get(r, "latency_ms.p99") for r in rr], "{:.1f}")
+            p999, _ = stat([get(r, "latency_ms.p999") for r in rr], "{:.1f}")
+            cpu, _ = stat([r.get("broker_cpu_pct") for r in rr], "{:.0f}")
+            stl, _ = stat([r.get("steal_pct") for r in rr], "{:.1f}")
+            kept = dmed is not None and dmed >= 0.97 * offered and \
+                all((r.get("lost") or 0) == 0 for r in rr)
+            if kept:
+                peak = rate
+            table.append((rate, p99m))
+            print(f"| {rate:,.0f} | {offered:,.0f} | {dtxt} | {'yes' if kept else 'no'} | {p50} | "
+                  f"{p99} | {p999} | {cpu} | {stl} | {len(rr)} |")
+        print()
+        ok5 = [rate for rate, p in table if p is not None and p <= 5.0]
+        if peak:
+            half = peak / 2
+            at = [(rate, p) for rate, p in table if rate <= half]
+            line = (f"Sustained peak (highest rate kept up): {peak:,.0f} broadcasts/s = "
+                    f"{peak * n:,.0f} deliveries/s. ")
+            if at:
+                rate, p = at[-1]
+                line += (f"At half of it ({rate:,.0f}/s = {rate * n:,.0f} deliveries/s) p99 is "
+                         f"**{p:.1f} ms** ({'meets' if p <= 5.0 else 'misses'} the 5 ms target). ")
+            else:
+                line += "Half of it is below the lowest rate tested. "
+        else:
+            line = "It did not keep up at any rate tested. "
+        line += (f"p99 <= 5 ms up to {max(ok5) * n:,.0f} deliveries/s ({max(ok5):,.0f} "
+                 f"broadcasts/s)." if ok5 else "p99 was above 5 ms at every rate tested.")
+        print(line + "\n")
+
+
 print(f"Rounds per system: up to {max((r['round'] for r in rows), default=0)}. "
       "Cells: median (min–max over rounds).\n")
 for w, systems in order.items():
-    if w in ("heldpoll", "idle"):
+    if w in ("heldpoll", "idle") or w in LATENCY:
         continue
     cols = COLS.get(w, FANOUT)
     first = next((runs[(w, s)][0] for s in systems if runs[(w, s)]), {})
@@ -164,6 +226,11 @@ for w, systems in order.items():
             if main:
                 med[s] = m
         print(f"| {s} | {len(rs)} | " + " | ".join(cells) + " |")
+    steal = [r.get("steal_pct") for s in systems for r in runs[(w, s)]
+             if r.get("steal_pct") is not None]
+    if steal:
+        print(f"\nCPU stolen by the hypervisor during these runs: median {statistics.median(steal):.1f} %, "
+              f"max {max(steal):.1f} % of the machine (/proc/stat steal).")
     if "herald" in med and len(med) > 1:
         print()
         for s, m in med.items():
@@ -174,6 +241,12 @@ for w, systems in order.items():
         print(f"\n![{w} latency distribution]({png})" if png else
               "\n(latency plot not drawn: herald-bench plot said why on stderr)")
     print()
+
+if any(w in order for w in LATENCY):
+    print("### Publish->deliver latency against offered load (Herald)\n")
+    print("Broadcasts paced at doubling rates; the publish->deliver latency of every delivery. "
+          "Cells: median (min–max over rounds).\n")
+    latency_sweep()
 
 for w, key, what in (("heldpoll", "rss_per_held_poll_bytes", "held long-poll"),
                      ("idle", "rss_per_conn_bytes", "idle ipconn connection")):
