@@ -244,12 +244,7 @@ int hd__codec_msgpack_to_json(const msgpack_object *o, json_t **out) {
 
 /* ---- msgpack bytes -> JSON / validation -------------------------------------------------- */
 
-struct mp_reader {
-  const unsigned char *p;
-  const unsigned char *end;
-};
-
-static int rd_take(struct mp_reader *r, uint64_t n, const unsigned char **at) {
+static int rd_take(hd_mp *r, uint64_t n, const unsigned char **at) {
   if ((uint64_t)(r->end - r->p) < n) return HD_EINVAL; /* 64-bit: ext32's n + 1 can't wrap */
   *at = r->p;
   r->p += n;
@@ -257,7 +252,7 @@ static int rd_take(struct mp_reader *r, uint64_t n, const unsigned char **at) {
 }
 
 /* Read a big-endian unsigned integer of n (1, 2, 4 or 8) bytes. */
-static int rd_be(struct mp_reader *r, size_t n, uint64_t *v) {
+static int rd_be(hd_mp *r, size_t n, uint64_t *v) {
   const unsigned char *b;
   if (rd_take(r, n, &b) != 0) return HD_EINVAL;
   *v = 0;
@@ -267,146 +262,53 @@ static int rd_be(struct mp_reader *r, size_t n, uint64_t *v) {
 
 /* Read one value starting at r->p. With out == NULL the value is only checked for being
  * well-formed msgpack (any type, any key type); otherwise it must map onto JSON and *out gets
- * a new reference. */
-static int rd_value(struct mp_reader *r, json_t **out, int depth) {
-  const unsigned char *b;
-  uint64_t u, n;
+ * a new reference. The format itself is hd__mp_next's: this decides what each kind becomes. */
+static int rd_value(hd_mp *r, json_t **out, int depth) {
+  hd_mp_val v;
   json_t *c = NULL, *item = NULL;
-  int rc = 0, is_map = 0;
+  int rc = 0;
 
   if (out) *out = NULL;
-  if (rd_take(r, 1, &b) != 0) return HD_EINVAL;
-  unsigned char t = b[0];
-
-  if (t <= 0x7f) return out ? make_int(t, out) : 0;
-  if (t >= 0xe0) return out ? make_int((int8_t)t, out) : 0;
-  if (t >= 0xa0 && t <= 0xbf) {
-    n = t & 0x1f;
-    goto str;
-  }
-  if (t >= 0x80 && t <= 0x8f) {
-    n = t & 0x0f;
-    is_map = 1;
-    goto container;
-  }
-  if (t >= 0x90 && t <= 0x9f) {
-    n = t & 0x0f;
-    is_map = 0;
-    goto container;
-  }
-
-  switch (t) {
-  case 0xc0:
+  if (hd__mp_next(r, &v) != 0) return HD_EINVAL;
+  switch (v.kind) {
+  case HD_MP_NIL:
     if (out) *out = json_null();
     return 0;
-  case 0xc2:
-  case 0xc3:
-    if (out) *out = json_boolean(t == 0xc3);
+  case HD_MP_BOOL:
+    if (out) *out = json_boolean(v.u);
     return 0;
-  case 0xc4: /* bin 8/16/32 */
-  case 0xc5:
-  case 0xc6:
-    if (out) return HD_EINVAL;
-    if (rd_be(r, (size_t)1 << (t - 0xc4), &n) != 0) return HD_EINVAL;
-    return rd_take(r, n, &b);
-  case 0xc7: /* ext 8/16/32: length, type byte, data */
-  case 0xc8:
-  case 0xc9:
-    if (out) return HD_EINVAL;
-    if (rd_be(r, (size_t)1 << (t - 0xc7), &n) != 0) return HD_EINVAL;
-    return rd_take(r, n + 1, &b); /* n <= UINT32_MAX, no overflow */
-  case 0xd4: /* fixext 1/2/4/8/16 */
-  case 0xd5:
-  case 0xd6:
-  case 0xd7:
-  case 0xd8:
-    if (out) return HD_EINVAL;
-    return rd_take(r, 1 + ((size_t)1 << (t - 0xd4)), &b);
-  case 0xca: {
-    float f;
-    uint32_t w;
-    if (rd_be(r, 4, &u) != 0) return HD_EINVAL;
-    w = (uint32_t)u;
-    memcpy(&f, &w, sizeof f);
-    return out ? make_real((double)f, out) : 0;
-  }
-  case 0xcb: {
-    double d;
-    if (rd_be(r, 8, &u) != 0) return HD_EINVAL;
-    memcpy(&d, &u, sizeof d);
-    return out ? make_real(d, out) : 0;
-  }
-  case 0xcc: /* uint 8/16/32/64 */
-  case 0xcd:
-  case 0xce:
-  case 0xcf:
-    if (rd_be(r, (size_t)1 << (t - 0xcc), &u) != 0) return HD_EINVAL;
-    return out ? make_uint(u, out) : 0;
-  case 0xd0: /* int 8/16/32/64 */
-  case 0xd1:
-  case 0xd2:
-  case 0xd3: {
-    size_t w = (size_t)1 << (t - 0xd0);
-    int64_t i;
-    if (rd_be(r, w, &u) != 0) return HD_EINVAL;
-    /* Sign-extend from w bytes without relying on implementation-defined conversions. */
-    if (w < 8 && (u >> (w * 8 - 1)) & 1) u |= ~(uint64_t)0 << (w * 8);
-    i = (u > (uint64_t)INT64_MAX) ? -(int64_t)(~u) - 1 : (int64_t)u;
-    return out ? make_int(i, out) : 0;
-  }
-  case 0xd9: /* str 8/16/32 */
-  case 0xda:
-  case 0xdb:
-    if (rd_be(r, (size_t)1 << (t - 0xd9), &n) != 0) return HD_EINVAL;
-    goto str;
-  case 0xdc: /* array 16/32 */
-  case 0xdd:
-    if (rd_be(r, (size_t)2 << (t - 0xdc), &n) != 0) return HD_EINVAL;
-    is_map = 0;
-    goto container;
-  case 0xde: /* map 16/32 */
-  case 0xdf:
-    if (rd_be(r, (size_t)2 << (t - 0xde), &n) != 0) return HD_EINVAL;
-    is_map = 1;
-    goto container;
-  default: /* 0xc1 is never used */
-    return HD_EINVAL;
+  case HD_MP_UINT: return out ? make_uint(v.u, out) : 0;
+  case HD_MP_NINT: return out ? make_int(v.i, out) : 0;
+  case HD_MP_FLOAT: return out ? make_real(v.f, out) : 0;
+  case HD_MP_STR: return out ? make_string(v.s, v.n, out) : 0;
+  case HD_MP_BIN: /* JSON has neither */
+  case HD_MP_EXT: return out ? HD_EINVAL : 0;
+  case HD_MP_ARRAY:
+  case HD_MP_MAP: break;
   }
 
-str:
-  if (rd_take(r, n, &b) != 0) return HD_EINVAL;
-  return out ? make_string((const char *)b, n, out) : 0;
-
-container:
+  int is_map = v.kind == HD_MP_MAP;
+  uint64_t n = v.n;
   if (depth >= HD_CODEC_MAX_DEPTH) return HD_EINVAL;
   /* Every element takes at least one byte: refuse impossible counts before looping. */
   if (n > (uint64_t)(r->end - r->p) || (is_map && n * 2 > (uint64_t)(r->end - r->p)))
     return HD_EINVAL;
   if (out && (c = is_map ? json_object() : json_array()) == NULL) return HD_ENOMEM;
   for (uint64_t i = 0; i < n; i++) {
-    const unsigned char *key = NULL;
-    uint64_t keylen = 0;
+    hd_mp_val key;
     if (is_map) {
       if (out) {
-        /* Keys must be str; read the header by hand to keep the raw bytes. */
-        uint64_t kn;
-        if (rd_take(r, 1, &b) != 0) goto einval;
-        t = b[0];
-        if (t >= 0xa0 && t <= 0xbf) kn = t & 0x1f;
-        else if (t >= 0xd9 && t <= 0xdb) {
-          if (rd_be(r, (size_t)1 << (t - 0xd9), &kn) != 0) goto einval;
-        } else
+        /* Keys must be str; the raw bytes become the member name. */
+        if (hd__mp_next(r, &key) != 0 || key.kind != HD_MP_STR ||
+            !utf8_valid((const unsigned char *)key.s, key.n))
           goto einval;
-        if (rd_take(r, kn, &key) != 0) goto einval;
-        if (!utf8_valid(key, kn)) goto einval;
-        keylen = kn;
       } else if ((rc = rd_value(r, NULL, depth + 1)) != 0) {
         goto out;
       }
     }
     if ((rc = rd_value(r, out ? &item : NULL, depth + 1)) != 0) goto out;
     if (!out) continue;
-    if (is_map ? json_object_setn_new_nocheck(c, (const char *)key, keylen, item)
+    if (is_map ? json_object_setn_new_nocheck(c, key.s, key.n, item)
                : json_array_append_new(c, item)) {
       rc = HD_ENOMEM;
       goto out;
@@ -421,9 +323,8 @@ out:
   return rc;
 }
 
-/* Parse exactly one value filling the whole buffer. */
 static int rd_whole(const void *buf, size_t len, json_t **out) {
-  struct mp_reader r;
+  hd_mp r;
   int rc;
 
   if (buf == NULL || len == 0) return HD_EINVAL;
@@ -447,7 +348,7 @@ int hd__codec_msgpack_validate(const void *buf, size_t len) {
 /* ---- value-by-value reading (hd_mp) ------------------------------------------------------- */
 
 int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len) {
-  struct mp_reader m = {r->p, r->end};
+  hd_mp m = {r->p, r->end};
   int rc = rd_value(&m, NULL, 0);
   if (rc) return rc;
   *at = r->p;
@@ -457,7 +358,7 @@ int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len) {
 }
 
 int hd__mp_next(hd_mp *r, hd_mp_val *v) {
-  struct mp_reader m = {r->p, r->end};
+  hd_mp m = {r->p, r->end};
   const unsigned char *b;
   uint64_t u, n;
   memset(v, 0, sizeof *v);
@@ -513,10 +414,20 @@ int hd__mp_next(hd_mp *r, hd_mp_val *v) {
       v->s = (const char *)b + 1;
       v->n = n;
       break;
-    case 0xca:
-    case 0xcb:
-      if (rd_take(&m, t == 0xca ? 4 : 8, &b)) return HD_EINVAL;
+    case 0xca: { /* float 32 */
+      float f;
+      uint32_t w;
+      if (rd_be(&m, 4, &u)) return HD_EINVAL;
+      w = (uint32_t)u;
+      memcpy(&f, &w, sizeof f);
       v->kind = HD_MP_FLOAT;
+      v->f = f;
+      break;
+    }
+    case 0xcb: /* float 64 */
+      if (rd_be(&m, 8, &u)) return HD_EINVAL;
+      v->kind = HD_MP_FLOAT;
+      memcpy(&v->f, &u, sizeof v->f);
       break;
     case 0xcc:
     case 0xcd:

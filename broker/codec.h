@@ -54,6 +54,7 @@ typedef struct hd_mp_val {
   enum hd_mp_kind kind;
   uint64_t u;          /* HD_MP_UINT, HD_MP_BOOL (0/1) */
   int64_t i;           /* HD_MP_NINT */
+  double f;            /* HD_MP_FLOAT (a float 32 widened) */
   const char *s;       /* HD_MP_STR, HD_MP_BIN, HD_MP_EXT: the bytes (ext: after the type byte) */
   uint64_t n;          /* their length; HD_MP_ARRAY / HD_MP_MAP: the element count */
 } hd_mp_val;
