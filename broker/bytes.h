@@ -1,9 +1,12 @@
-/* bytes.h — big-endian packing for LMDB keys. Every multi-byte number in a key is big-endian so
- * that LMDB's byte order is the numeric order; store.c and every module that keeps its own
- * tables (release.c, push.c) use these. Header-only, no state. */
+/* bytes.h — numbers as bytes. Big-endian packing for LMDB keys: every multi-byte number in a key
+ * is big-endian so that LMDB's byte order is the numeric order; store.c and every module that
+ * keeps its own tables (release.c, push.c) use these. And decimal text for the wire, where a
+ * hot path writes ids and lengths without snprintf (ingress_zmq.c, http.c). Header-only, no
+ * state. */
 #ifndef HERALD_BYTES_H
 #define HERALD_BYTES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 static inline void hd_be32(unsigned char *p, uint32_t v) {
@@ -21,6 +24,18 @@ static inline uint32_t hd_rd32(const void *q) {
 static inline uint64_t hd_rd64(const void *q) {
   const unsigned char *p = q;
   return (uint64_t)hd_rd32(p) << 32 | hd_rd32(p + 4);
+}
+
+/* The decimal digits of v at out (at most 20, no NUL); returns how many. */
+static inline size_t hd_u64_dec(char *out, uint64_t v) {
+  char buf[20], *q = buf + sizeof buf;
+  do {
+    *--q = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  size_t n = (size_t)(buf + sizeof buf - q);
+  for (size_t i = 0; i < n; i++) out[i] = q[i];
+  return n;
 }
 
 #endif

@@ -48,6 +48,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "herald/error.h"
 
 #define HTTP_DEFAULT_MAX_HEADER ((uint64_t)16 * 1024)
@@ -647,16 +648,7 @@ static char *put_str(char *p, const char *s) {
 
 /* Decimal digits of v at p (no NUL); returns the end. Not snprintf: every answer has one or
  * two numbers and a long-poll fan-out writes tens of thousands of answers a second. */
-static char *put_u64(char *p, uint64_t v) {
-  char buf[24], *q = buf + sizeof buf;
-  do {
-    *--q = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  size_t n = (size_t)(buf + sizeof buf - q);
-  memcpy(p, q, n);
-  return p + n;
-}
+static char *put_u64(char *p, uint64_t v) { return p + hd_u64_dec(p, v); }
 
 /* Queues one answer. keep == 0 makes it the last one on the connection. Content-Length is
  * `announce`, or len when announce is HTTP_LEN_OF_BODY: a streamed body (hd__http_reply_stream)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "bytes.h"
 #include "codec.h"
 #include "herald/error.h"
 #include "log.h"
@@ -81,14 +82,10 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 /* Ids go out as decimal strings (a u64 does not fit every client's number type). Not
  * snprintf: a batch reply writes a thousand of them. */
 static void pk_id(msgpack_packer *pk, uint64_t id) {
-  char buf[24], *p = buf + sizeof buf;
-  do {
-    *--p = (char)('0' + id % 10);
-    id /= 10;
-  } while (id);
-  size_t n = (size_t)(buf + sizeof buf - p);
+  char buf[20];
+  size_t n = hd_u64_dec(buf, id);
   msgpack_pack_str(pk, n);
-  msgpack_pack_str_body(pk, p, n);
+  msgpack_pack_str_body(pk, buf, n);
 }
 
 static void enqueue(zreq *r, msgpack_sbuffer *sb);
@@ -152,13 +149,11 @@ static void reply(zreq *r, int status, uint64_t id, const char *reason) {
   }
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  {
-    msgpack_pack_map(&pk, 2);
-    pk_str(&pk, "error");
-    pk_str(&pk, hd_err_code(status));
-    pk_str(&pk, "message");
-    pk_str(&pk, reason ? reason : hd_strerror(status));
-  }
+  msgpack_pack_map(&pk, 2);
+  pk_str(&pk, "error");
+  pk_str(&pk, hd_err_code(status));
+  pk_str(&pk, "message");
+  pk_str(&pk, reason ? reason : hd_strerror(status));
   enqueue(r, &sb);
 }
 
@@ -246,10 +241,7 @@ static int msg_field(arena *a, hd_mp *r, const hd_mp_val *k, hd_zmq_item *it,
     it->data_len = n;
     return 1;
   }
-  if (KEY_IS("to")) dst = &it->to;
-  else if (KEY_IS("collapse")) dst = &it->collapse;
-  else if (!KEY_IS("ttl")) return 0;
-  else {
+  if (KEY_IS("ttl")) {
     int ok = hd__mp_next(r, &v) == 0;
     if (ok && v.kind == HD_MP_UINT && v.u >= 1 && v.u <= INT64_MAX) {
       it->ttl = (int64_t)v.u;
@@ -259,6 +251,9 @@ static int msg_field(arena *a, hd_mp *r, const hd_mp_val *k, hd_zmq_item *it,
     *why = "ttl must be a positive integer (seconds)";
     return HD_EINVAL;
   }
+  if (KEY_IS("to")) dst = &it->to;
+  else if (KEY_IS("collapse")) dst = &it->collapse;
+  else return 0;
   if (hd__mp_next(r, &v) == 0 && v.kind == HD_MP_NIL) return 1;
   if (!(*dst = val_str(a, &v))) {
     *why = "to and collapse must be strings";
