@@ -205,8 +205,7 @@ static const void *h_msg_data(const hd_msg *m, size_t *len) {
 }
 static const char *h_msg_data_json(const hd_msg *cm, size_t *len) {
   hd_msg *m = (hd_msg *)cm; /* the JSON rendering is a cache, not a change of the message */
-  if (!m->json && m->jc && hd__jcache_get(m->jc, m->seq, &m->json, &m->json_len) != 0)
-    m->json = NULL;
+  if (!m->json && m->jc) hd__jcache_get(m->jc, m->seq, &m->json, &m->json_len); /* or miss */
   if (!m->json) {
     if (hd__codec_mpbytes_to_json_text(m->data, m->data_len, &m->json, &m->json_len))
       return NULL;

@@ -26,7 +26,7 @@ typedef struct hd_jcache hd_jcache;
 hd_jcache *hd__jcache_new(void);
 void hd__jcache_free(hd_jcache *c);
 /* 0 with *out (malloc'd, NUL-terminated, caller frees) and *len; HD_ENOTFOUND when not
- * cached; HD_ENOMEM. */
+ * cached; HD_ENOMEM. On failure *out and *len are left as they were. */
 int hd__jcache_get(hd_jcache *c, uint64_t seq, char **out, size_t *len);
 /* Remember the rendering of message seq (len bytes, no NUL needed). Too long, or no memory:
  * not cached, which only costs a rendering later. */

@@ -144,11 +144,16 @@ static uint64_t meta_u64(hd_store *s, MDB_txn *t, const char *name) {
   return rd64(v.mv_data);
 }
 
-static int meta_put_u64(hd_store *s, MDB_txn *t, const char *name, uint64_t val) {
+/* LMDB's code, for callers that hand it to mdb-level error handling (hd__store_wcommit). */
+static int meta_put_u64_mdb(hd_store *s, MDB_txn *t, const char *name, uint64_t val) {
   unsigned char b[8];
   be64(b, val);
   MDB_val k = MV(name, strlen(name)), v = MV(b, 8);
-  return merr(mdb_put(t, s->dbi[DB_META], &k, &v, 0));
+  return mdb_put(t, s->dbi[DB_META], &k, &v, 0);
+}
+
+static int meta_put_u64(hd_store *s, MDB_txn *t, const char *name, uint64_t val) {
+  return merr(meta_put_u64_mdb(s, t, name, val));
 }
 
 int hd__store_stats(hd_store *s, hd_store_stats *out) {
@@ -174,10 +179,7 @@ static uint64_t seq_now(hd_store *s, MDB_txn *t) {
 
 int hd__store_wcommit(hd_store *s, MDB_txn *t) {
   if (t == s->wtxn && s->wseq_dirty) {
-    unsigned char b[8];
-    be64(b, s->wseq);
-    MDB_val k = MV("seq", 3), v = MV(b, 8);
-    int rc = mdb_put(t, s->dbi[DB_META], &k, &v, 0);
+    int rc = meta_put_u64_mdb(s, t, "seq", s->wseq);
     if (rc) {
       mdb_txn_abort(t);
       s->wtxn = NULL;
