@@ -27,9 +27,11 @@ static void drain(hb_zpub *z);
 
 static void on_poll(uv_poll_t *p, int status, int events) { drain(p->data); }
 
-static int try_send(hb_zpub *z, pending *p) {
-  if (zmq_send(z->sock, &p->corr, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
-  zmq_send(z->sock, p->body, p->len, 0);
+/* [corr][body]; -1 if the socket takes nothing now (HWM): once the first frame is in, the
+ * body follows. libzmq copies both. */
+static int send_request(hb_zpub *z, uint64_t corr, const void *body, size_t len) {
+  if (zmq_send(z->sock, &corr, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+  zmq_send(z->sock, body, len, 0);
   return 0;
 }
 
@@ -77,7 +79,7 @@ static void drain(hb_zpub *z) {
   for (;;) {
     while (recv_reply(z)) {
     }
-    while (z->head && try_send(z, z->head) == 0) {
+    while (z->head && send_request(z, z->head->corr, z->head->body, z->head->len) == 0) {
       pending *p = z->head;
       z->head = p->next;
       if (!z->head) z->tail = NULL;
@@ -114,14 +116,10 @@ hb_zpub *hb_zpub_new(uv_loop_t *loop, void *zctx, const char *endpoint, hb_zack_
 
 int hb_zpub_send(hb_zpub *z, uint64_t corr, const void *body, size_t len) {
   z->inflight++;
-  if (!z->head) {
-    pending tmp = {.corr = corr, .len = len};
-    /* Straight from the caller's buffer when the socket takes it (it copies). */
-    if (zmq_send(z->sock, &tmp.corr, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
-      zmq_send(z->sock, body, len, 0);
-      drain(z); /* inside a reply callback: the running drain goes on */
-      return 0;
-    }
+  /* Straight from the caller's buffer when nothing waits before it and the socket takes it. */
+  if (!z->head && send_request(z, corr, body, len) == 0) {
+    drain(z); /* inside a reply callback: the running drain goes on */
+    return 0;
   }
   pending *p = malloc(sizeof *p + len);
   if (!p) {

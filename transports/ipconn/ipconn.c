@@ -501,7 +501,8 @@ typedef struct ack_req {
 
 static void on_confirm(uv_timer_t *tm) {
   ipc *t = tm->data;
-  /* flush() may close a conn, which takes it out of the queue: walk from the end. */
+  /* F_CONFIRM is cleared before flush(), so a conn that flush() closes is not looked for in the
+   * queue while it is being emptied. */
   while (t->nconfirm) {
     conn *c = t->confirmq[--t->nconfirm];
     c->flags &= (uint8_t)~F_CONFIRM;
