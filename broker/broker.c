@@ -607,6 +607,7 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "writer thread: %s", hd_strerror(rc));
     return rc;
   }
+  hd__writer_set_ack_delay(b->writer, (uint64_t)b->cfg.store.ack_delay_ms);
   hd_http_opts ho = {
       .max_header = b->cfg.http.max_header,
       .max_body = b->cfg.http.max_body,

@@ -170,6 +170,24 @@ int hd__config_parse_duration(const char *s, int64_t *out) {
   return HD_ECONFIG;
 }
 
+int hd__config_parse_duration_ms(const char *s, int64_t *out) {
+  /* "ms" first: a bare "m" would read "10ms" as minutes followed by junk. */
+  size_t n = s ? strlen(s) : 0;
+  if (n > 2 && strcmp(s + n - 2, "ms") == 0) {
+    uint64_t v;
+    const char *p = s;
+    if (read_u64(&p, &v) != 0 || v > (uint64_t)INT64_MAX) return HD_ECONFIG;
+    while (is_ws(*p)) p++;
+    if (strcmp(p, "ms") != 0) return HD_ECONFIG;
+    if (out) *out = (int64_t)v;
+    return 0;
+  }
+  int64_t secs;
+  if (hd__config_parse_duration(s, &secs) != 0 || secs > INT64_MAX / 1000) return HD_ECONFIG;
+  if (out) *out = secs * 1000;
+  return 0;
+}
+
 int hd__config_parse_time(const char *s, int64_t *out) {
   int y, mo, d, h, mi, sec, n = 0;
   if (!s || !*s) return HD_ECONFIG;
@@ -425,6 +443,7 @@ enum vtype {
   V_STR_OPT, /* string; empty means NULL (use the built-in behaviour) */
   V_SIZE,    /* uint64_t bytes */
   V_DURATION, /* int64_t seconds */
+  V_DURATION_MS, /* int64_t milliseconds ("10ms", or any V_DURATION) */
   V_INT,     /* int64_t */
   V_LIST,    /* char ** plus size_t count; empty value = empty list */
   V_BOOL     /* int: yes/no, true/false, on/off, 1/0 */
@@ -488,6 +507,8 @@ static const keydef keys[] = {
      .min = 1, .max = DURATION_MAX_S},
     {.sect = S_STORE, .name = "max_batch", .type = V_INT, .off = CF(store.max_batch), .min = 1,
      .max = 1000000},
+    {.sect = S_STORE, .name = "ack_delay", .type = V_DURATION_MS, .off = CF(store.ack_delay_ms),
+     .min = 0, .max = 1000},
     {.sect = S_STORE, .name = "sweep_interval", .type = V_DURATION,
      .off = CF(store.sweep_interval_s), .min = 1, .max = DURATION_MAX_S},
 
@@ -592,6 +613,7 @@ static void config_defaults(hd_config *c, const char *source) {
   c->store.default_ttl_s = DAY_S;
   c->store.max_ttl_s = 30 * DAY_S;
   c->store.max_batch = 4096;
+  c->store.ack_delay_ms = 10;
   c->store.sweep_interval_s = 10;
 
   c->plugins.dir = NULL; /* the daemon falls back to <exe dir>/transports */
@@ -708,7 +730,8 @@ static int range_error(parser *p, int line, const keydef *k) {
   if (k->max == INT64_MAX)
     return fail(p, line, "%s must be at least %lld", k->name, (long long)k->min);
   return fail(p, line, "%s must be between %lld and %lld%s", k->name, (long long)k->min,
-              (long long)k->max, k->type == V_DURATION ? " seconds" : "");
+              (long long)k->max,
+              k->type == V_DURATION ? " seconds" : k->type == V_DURATION_MS ? " ms" : "");
 }
 
 /* Splits a comma-separated list, validating each item. */
@@ -800,11 +823,14 @@ static int apply(parser *p, int line, const keydef *k, char *v) {
     return 0;
   }
   case V_DURATION:
+  case V_DURATION_MS:
   case V_INT: {
     int64_t i;
-    int rc = k->type == V_DURATION ? hd__config_parse_duration(v, &i) : parse_int(v, &i);
+    int rc = k->type == V_DURATION      ? hd__config_parse_duration(v, &i)
+             : k->type == V_DURATION_MS ? hd__config_parse_duration_ms(v, &i)
+                                        : parse_int(v, &i);
     if (rc != 0)
-      return fail(p, line, "bad %s '%s' for %s", k->type == V_DURATION ? "duration" : "number", v,
+      return fail(p, line, "bad %s '%s' for %s", k->type == V_INT ? "number" : "duration", v,
                   k->name);
     if (i < k->min || i > k->max) return range_error(p, line, k);
     *(int64_t *)field = i;

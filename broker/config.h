@@ -93,6 +93,7 @@ typedef struct hd_config {
     int64_t default_ttl_s; /* default 86400 */
     int64_t max_ttl_s;   /* default 30 days */
     int64_t max_batch;   /* write ops per group commit, default 4096 */
+    int64_t ack_delay_ms; /* acks held back to commit together, default 10 */
     int64_t sweep_interval_s; /* expiry sweep, default 10 */
   } store;
 
@@ -149,6 +150,8 @@ const hd_tenant_conf *hd__config_tenant(const hd_config *c, const char *name);
 int hd__config_parse_size(const char *s, uint64_t *out);
 /* "30", "30s", "5m", "2h", "7d" -> seconds. Returns 0 or HD_ECONFIG. */
 int hd__config_parse_duration(const char *s, int64_t *out);
+/* The same in milliseconds, and "250ms" besides. */
+int hd__config_parse_duration_ms(const char *s, int64_t *out);
 /* "2030-01-31T12:00:00Z" (RFC 3339 in UTC: "Z" or "+00:00", optional fraction ignored) or
  * plain Unix seconds -> Unix seconds. Returns 0 or HD_ECONFIG. */
 int hd__config_parse_time(const char *s, int64_t *out);

@@ -19,6 +19,10 @@ struct hd_writer {
   pthread_cond_t cv;
   hd_op *in_head, *in_tail;     /* submitted, not yet taken */
   hd_op *out_head, *out_tail;   /* committed, waiting for the loop */
+  hd_op *ack_head, *ack_tail;   /* acks held back until ack_due_ns (ack_delay_ns > 0) */
+  size_t nacks;
+  uint64_t ack_delay_ns;
+  uint64_t ack_due_ns;          /* when the oldest held ack must be in a commit */
   size_t queued;
   int stopping;
   int thread_started;
@@ -241,15 +245,21 @@ fail_all:
   return rc;
 }
 
-static void *writer_main(void *arg) {
-  hd_writer *w = arg;
-  pthread_mutex_lock(&w->mu);
-  for (;;) {
-    while (!w->in_head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
-    if (!w->in_head && w->stopping) break;
-    /* Take up to max_batch ops: everything that queued while the last commit ran. */
-    hd_op *batch = w->in_head, *last = batch;
-    size_t n = 1;
+/* Held acks ride with the next batch once due (the oldest has waited ack_delay_ns, so many
+ * are held, or the writer stops); until then batches leave them out, so a publish's commit
+ * writes only its own pages. Called with mu held; returns the batch, NULL if nothing is due. */
+#define ACK_HOLD_MAX 65536
+static int acks_due(hd_writer *w, uint64_t now_ns) {
+  return w->ack_head && (w->stopping || now_ns >= w->ack_due_ns || w->nacks >= ACK_HOLD_MAX);
+}
+
+static hd_op *take_batch(hd_writer *w, hd_op **lastp, size_t *np) {
+  hd_op *batch = NULL, *last = NULL;
+  size_t n = 0;
+  if (w->in_head) {
+    /* Up to max_batch ops: everything that queued while the last commit ran. */
+    batch = last = w->in_head;
+    n = 1;
     while (last->next && n < w->max_batch) {
       last = last->next;
       n++;
@@ -258,6 +268,45 @@ static void *writer_main(void *arg) {
     if (!w->in_head) w->in_tail = NULL;
     last->next = NULL;
     w->queued -= n;
+  }
+  if (acks_due(w, hd__mono_ns())) {
+    if (last) last->next = w->ack_head;
+    else batch = w->ack_head;
+    last = w->ack_tail;
+    n += w->nacks;
+    w->queued -= w->nacks;
+    w->ack_head = w->ack_tail = NULL;
+    w->nacks = 0;
+  }
+  *lastp = last;
+  *np = n;
+  return batch;
+}
+
+static void wait_for_work(hd_writer *w) {
+  for (;;) {
+    if (w->in_head || acks_due(w, hd__mono_ns())) return;
+    if (w->stopping) return;
+    if (!w->ack_head) {
+      pthread_cond_wait(&w->cv, &w->mu);
+      continue;
+    }
+    /* The cv runs on CLOCK_MONOTONIC (hd__writer_start), like ack_due_ns. */
+    struct timespec ts = {.tv_sec = (time_t)(w->ack_due_ns / 1000000000u),
+                          .tv_nsec = (long)(w->ack_due_ns % 1000000000u)};
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  }
+}
+
+static void *writer_main(void *arg) {
+  hd_writer *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    wait_for_work(w);
+    hd_op *last;
+    size_t n;
+    hd_op *batch = take_batch(w, &last, &n);
+    if (!batch) break; /* stopping with nothing left */
     pthread_mutex_unlock(&w->mu);
 
     uint64_t commit_ns = 0;
@@ -309,7 +358,11 @@ int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_
   w->max_batch = max_batch ? max_batch : 4096;
   w->reserve = reserve;
   pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cv, &ca);
+  pthread_condattr_destroy(&ca);
   int rc = uv_async_init(loop, &w->async, on_async);
   if (rc) {
     free(w);
@@ -335,13 +388,30 @@ int hd__writer_submit(hd_writer *w, hd_op *op) {
     pthread_mutex_unlock(&w->mu);
     return HD_ECLOSED;
   }
+  w->queued++;
+  if (op->kind == HD_OP_ACK && w->ack_delay_ns) {
+    if (!w->ack_head) w->ack_due_ns = op->submitted_ns + w->ack_delay_ns;
+    if (w->ack_tail) w->ack_tail->next = op;
+    else w->ack_head = op;
+    w->ack_tail = op;
+    /* The first held ack sets the writer's deadline; later ones change nothing it waits on. */
+    if (++w->nacks == 1 || w->nacks >= ACK_HOLD_MAX) pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+  }
   if (w->in_tail) w->in_tail->next = op;
   else w->in_head = op;
   w->in_tail = op;
-  w->queued++;
   pthread_cond_signal(&w->cv);
   pthread_mutex_unlock(&w->mu);
   return 0;
+}
+
+void hd__writer_set_ack_delay(hd_writer *w, uint64_t ms) {
+  pthread_mutex_lock(&w->mu);
+  w->ack_delay_ns = ms * 1000000u;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
 }
 
 int hd__writer_submit_fn(hd_writer *w, hd_op *op,

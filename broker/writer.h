@@ -9,6 +9,14 @@
  * through a uv_async and each op's done() runs on the loop thread: an acknowledgement is never
  * sent before the data is durable.
  *
+ * Acks (HD_OP_ACK) may be held back (hd__writer_set_ack_delay, [store] ack_delay): they are
+ * applied in submit order among themselves but commit together once the oldest has waited the
+ * delay (or 65,536 are held, or the writer stops), with whatever batch is then due. A device
+ * that acks every message of a paced stream would otherwise put its ack pages into every
+ * publish's commit; held back, each page is written once per delay and a publish commits
+ * alone. An ack is a dismissal: a crash loses at most the acks of the last delay, and those
+ * messages are delivered again (at least once, as always).
+ *
  * If any op fails in a way that poisons the transaction (LMDB map full, I/O error), the batch is
  * aborted and replayed with every op in its own nested transaction, so only the ops that really
  * do not fit fail (HD_EFULL) and the rest commit.
@@ -143,6 +151,9 @@ typedef struct hd_writer_stats {
  * would eat into it fails with HD_EFULL, so a full store can always be emptied again. */
 int hd__writer_start(uv_loop_t *loop, hd_store *store, size_t max_batch, uint64_t reserve,
                      hd_writer **out);
+/* Hold acks (HD_OP_ACK) back for up to ms milliseconds and commit them together, in a batch
+ * of their own or with whatever commits when they are due (0, the default: like any op). */
+void hd__writer_set_ack_delay(hd_writer *w, uint64_t ms);
 /* Queue an op (loop thread). Returns HD_ECLOSED once stopping; done() is then not called. */
 int hd__writer_submit(hd_writer *w, hd_op *op);
 /* hd__writer_submit for a module's own write: sets op's kind (HD_OP_FN), u.fn.apply = fn,

@@ -82,6 +82,7 @@ static void assert_defaults(const hd_config *c) {
   assert_int_equal(c->store.default_ttl_s, 86400);
   assert_int_equal(c->store.max_ttl_s, 30 * 86400);
   assert_int_equal(c->store.max_batch, 4096);
+  assert_int_equal(c->store.ack_delay_ms, 10);
   assert_int_equal(c->store.sweep_interval_s, 10);
   assert_null(c->plugins.dir);
   ASSERT_LIST(c->plugins.load, c->plugins.nload, "longpoll");
@@ -246,6 +247,7 @@ static void test_file_overrides_every_key(void **state) {
            "default_ttl = 1h\n"
            "max_ttl = 7d\n"
            "max_batch = 1000000\n"
+           "ack_delay = 250ms\n"
            "sweep_interval = 30\n"
            "[plugins]\n"
            "dir = /usr/lib/herald/transports\n"
@@ -265,6 +267,7 @@ static void test_file_overrides_every_key(void **state) {
   assert_int_equal(c.store.default_ttl_s, 3600);
   assert_int_equal(c.store.max_ttl_s, 7 * 86400);
   assert_int_equal(c.store.max_batch, 1000000);
+  assert_int_equal(c.store.ack_delay_ms, 250);
   assert_int_equal(c.store.sweep_interval_s, 30);
   assert_string_equal(c.plugins.dir, "/usr/lib/herald/transports");
   ASSERT_LIST(c.plugins.load, c.plugins.nload, "longpoll", "webpush", "sse");
@@ -489,6 +492,10 @@ static void test_numbers_must_be_whole_non_negative_and_fit(void **state) {
                       "t.conf:2: bad size '17179869184G' for map_size");
   assert_config_error("[store]\nsweep_interval = 5 min\n",
                       "t.conf:2: bad duration '5 min' for sweep_interval");
+  assert_config_error("[store]\nack_delay = 2s\n",
+                      "t.conf:2: ack_delay must be between 0 and 1000 ms");
+  assert_config_error("[store]\nack_delay = 5 msec\n",
+                      "t.conf:2: bad duration '5 msec' for ack_delay");
   assert_config_error("[store]\nsweep_interval = -5\n",
                       "t.conf:2: bad duration '-5' for sweep_interval");
   assert_config_error("[store]\nsweep_interval = 106751991167301d\n",
@@ -581,6 +588,28 @@ static void test_parse_duration_accepts_units(void **state) {
     if (hd__config_parse_duration(cases[i].in, &v) != 0) fail_msg("rejected '%s'", cases[i].in);
     assert_int_equal(v, cases[i].want);
   }
+}
+
+static void test_parse_duration_ms_units(void **state) {
+  (void)state;
+  static const struct {
+    const char *in;
+    int64_t want;
+  } ok[] = {{"0", 0}, {"0ms", 0}, {"10ms", 10}, {"10 ms", 10}, {"2", 2000}, {"2s", 2000},
+            {"1m", 60000}};
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    int64_t v = -1;
+    if (hd__config_parse_duration_ms(ok[i].in, &v) != 0) fail_msg("rejected '%s'", ok[i].in);
+    assert_int_equal(v, ok[i].want);
+  }
+  static const char *const bad[] = {"", "ms", "-5ms", "5mss", "5 m s", "1.5ms", "x5ms",
+                                    "9223372036854776d"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int64_t v = 7;
+    if (hd__config_parse_duration_ms(bad[i], &v) != HD_ECONFIG) fail_msg("accepted '%s'", bad[i]);
+    assert_int_equal(v, 7);
+  }
+  assert_int_equal(hd__config_parse_duration_ms(NULL, NULL), HD_ECONFIG);
 }
 
 static void test_parse_duration_rejects_junk_and_overflow(void **state) {
@@ -1159,6 +1188,7 @@ int main(void) {
       cmocka_unit_test(test_parse_size_rejects_junk_and_overflow),
       cmocka_unit_test(test_parse_duration_accepts_units),
       cmocka_unit_test(test_parse_duration_rejects_junk_and_overflow),
+      cmocka_unit_test(test_parse_duration_ms_units),
       cmocka_unit_test(test_parse_hostport_ipv4_ipv6_and_names),
       cmocka_unit_test(test_parse_hostport_rejects_malformed),
       cmocka_unit_test(test_valid_name),

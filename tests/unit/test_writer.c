@@ -1,7 +1,8 @@
 /* test_writer.c — the group-commit writer (writer.h): many ops per transaction with done() on
  * the loop thread in submit order, replay of a batch that hit a full map so only the ops that
- * do not fit fail, errors that fail one op alone, draining on stop, HD_ECLOSED after it, and
- * hd__writer_run_now. Every test closes its loop and asserts uv_loop_close() == 0.
+ * do not fit fail, errors that fail one op alone, draining on stop, HD_ECLOSED after it,
+ * hd__writer_run_now, and acks held back by an ack delay (committed after later publishes, at
+ * stop, or once many are held). Every test closes its loop and asserts uv_loop_close() == 0.
  *
  * To make batching deterministic without timing, a test may hold LMDB's write lock (an open
  * write transaction of its own) while it submits: the writer thread then blocks in its
@@ -497,6 +498,108 @@ static void test_stop_drains_queued_ops_then_refuses(void **state) {
   assert_int_equal(x.n, N);
 }
 
+static void ack_op(hd_op *op, fx *f, tally *t, const uint64_t *idv, size_t n) {
+  memset(op, 0, sizeof *op);
+  op->kind = HD_OP_ACK;
+  op->done = on_done;
+  op->ud = t;
+  op->status = 12345;
+  op->u.ack.dev_num = f->dev;
+  op->u.ack.ids = idv;
+  op->u.ack.n = n;
+}
+
+/* With an ack delay, an ack waits (up to the delay) and the publish queued after it commits
+ * first, in a batch of its own: publishes do not carry the pages of acks that are not due. */
+static void test_held_ack_commits_after_later_publish(void **state) {
+  fx *f = *state;
+  enum { DELAY_MS = 300 };
+  hd_op first, ack, second;
+  hd_op *order[3];
+  tally t = {.cap = 3, .order = order};
+  static ids x;
+  world(f, "db", 64 * MIB);
+  assert_int_equal(hd__writer_start(&f->loop, f->s, 0, 0, &f->w), 0);
+  hd__writer_set_ack_delay(f->w, DELAY_MS);
+
+  pub_op(&first, f, &t, "news", NULL, "one", 3);
+  assert_int_equal(hd__writer_submit(f->w, &first), 0);
+  run_until(f, &t, 1);
+  uint64_t ack_ids[1] = {first.u.pub.seq};
+  ack_op(&ack, f, &t, ack_ids, 1);
+  pub_op(&second, f, &t, "news", NULL, "two", 3);
+  assert_int_equal(hd__writer_submit(f->w, &ack), 0);
+  assert_int_equal(hd__writer_submit(f->w, &second), 0);
+  run_until(f, &t, 3);
+
+  assert_ptr_equal(order[1], &second); /* queued after the ack, committed before it */
+  assert_ptr_equal(order[2], &ack);
+  assert_int_equal(second.status, 0);
+  assert_int_equal(ack.status, 0);
+  assert_int_equal(ack.u.ack.acked, 1);
+  assert_true(ack.committed_ns - ack.submitted_ns >= DELAY_MS * 1000000ull);
+  assert_true(second.committed_ns < ack.committed_ns);
+  pending(f, f->dev, &x);
+  assert_int_equal(x.n, 1);
+  assert_int_equal(x.v[0], second.u.pub.seq);
+  finish(f);
+}
+
+/* Stopping does not wait for held acks to fall due: they commit with the last batch. */
+static void test_stop_commits_held_acks(void **state) {
+  fx *f = *state;
+  hd_op pub, ack;
+  tally t = {0};
+  static ids x;
+  world(f, "db", 64 * MIB);
+  assert_int_equal(hd__writer_start(&f->loop, f->s, 0, 0, &f->w), 0);
+  hd__writer_set_ack_delay(f->w, 3600 * 1000); /* an hour: only stop can commit it */
+
+  pub_op(&pub, f, &t, "news", NULL, "one", 3);
+  assert_int_equal(hd__writer_submit(f->w, &pub), 0);
+  run_until(f, &t, 1);
+  uint64_t ack_ids[1] = {pub.u.pub.seq};
+  ack_op(&ack, f, &t, ack_ids, 1);
+  assert_int_equal(hd__writer_submit(f->w, &ack), 0);
+  hd__writer_stop(f->w);
+  assert_int_equal(t.done, 2);
+  assert_int_equal(ack.status, 0);
+  assert_int_equal(ack.u.ack.acked, 1);
+  finish(f);
+  pending(f, f->dev, &x);
+  assert_int_equal(x.n, 0);
+}
+
+/* A flood of acks is committed once enough are held, without waiting out the delay. */
+static void test_many_held_acks_commit_before_the_delay(void **state) {
+  fx *f = *state;
+  enum { N = 65536 };
+  hd_op pub;
+  hd_op *ops = f->mem[0] = calloc(N, sizeof *ops);
+  tally t = {0};
+  assert_non_null(ops);
+  world(f, "db", 64 * MIB);
+  assert_int_equal(hd__writer_start(&f->loop, f->s, 0, 0, &f->w), 0);
+  hd__writer_set_ack_delay(f->w, 3600 * 1000);
+
+  pub_op(&pub, f, &t, "news", NULL, "one", 3);
+  assert_int_equal(hd__writer_submit(f->w, &pub), 0);
+  run_until(f, &t, 1);
+  uint64_t ack_ids[1] = {pub.u.pub.seq};
+  for (size_t i = 0; i < N; i++) {
+    ack_op(&ops[i], f, &t, ack_ids, 1);
+    assert_int_equal(hd__writer_submit(f->w, &ops[i]), 0);
+  }
+  run_until(f, &t, 1 + N); /* would wait an hour if only the delay released them */
+  size_t acked = 0;
+  for (size_t i = 0; i < N; i++) {
+    assert_int_equal(ops[i].status, 0);
+    acked += ops[i].u.ack.acked;
+  }
+  assert_int_equal(acked, 1); /* the first took effect, the rest found it acked */
+  finish(f);
+}
+
 static void test_run_now_applies_tenant_op(void **state) {
   fx *f = *state;
   static const char *const apps[] = {"news", "*", "chat"};
@@ -563,6 +666,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stop_drains_queued_ops_then_refuses, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_run_now_applies_tenant_op, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_held_ack_commits_after_later_publish, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_stop_commits_held_acks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_many_held_acks_commit_before_the_delay, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
