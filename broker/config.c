@@ -613,7 +613,7 @@ static void config_defaults(hd_config *c, const char *source) {
   c->store.default_ttl_s = DAY_S;
   c->store.max_ttl_s = 30 * DAY_S;
   c->store.max_batch = 4096;
-  c->store.ack_delay_ms = 10;
+  c->store.ack_delay_ms = 2;
   c->store.sweep_interval_s = 10;
 
   c->plugins.dir = NULL; /* the daemon falls back to <exe dir>/transports */

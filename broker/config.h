@@ -93,7 +93,7 @@ typedef struct hd_config {
     int64_t default_ttl_s; /* default 86400 */
     int64_t max_ttl_s;   /* default 30 days */
     int64_t max_batch;   /* write ops per group commit, default 4096 */
-    int64_t ack_delay_ms; /* acks held back to commit together, default 10 */
+    int64_t ack_delay_ms; /* acks held back to commit together, default 2 */
     int64_t sweep_interval_s; /* expiry sweep, default 10 */
   } store;
 

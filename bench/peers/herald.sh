@@ -2,7 +2,8 @@
 # herald.sh start DIR PORT | stop DIR — heraldd from this build on 127.0.0.1: HTTP PORT, ZeroMQ
 # ingress PORT+1, events PORT+2, ipconn PORT+3; data in DIR/data; long-poll and ipconn loaded.
 # HERALD_PLUGINS_EXTRA=sms loads more transports; HERALD_CONF_EXTRA=FILE is appended to the
-# config (bench/peers/smsc.sh conf PORT writes the one of herald-bench smpp).
+# config (bench/peers/smsc.sh conf PORT writes the one of herald-bench smpp); HERALD_STORE_CONF
+# adds lines to [store] (an A/B of a store setting: HERALD_STORE_CONF='ack_delay = 0').
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18470}
@@ -24,6 +25,7 @@ events = tcp://127.0.0.1:$((port + 2))
 # One broker serves every round: batched ingest alone stores millions of messages (kept for the
 # default day), more than the default 1 GiB map. The map file only grows as it is used.
 map_size = 32GiB
+${HERALD_STORE_CONF:-}
 [plugins]
 dir = $build/transports
 load = longpoll, ipconn${HERALD_PLUGINS_EXTRA:+, $HERALD_PLUGINS_EXTRA}

@@ -82,7 +82,7 @@ static void assert_defaults(const hd_config *c) {
   assert_int_equal(c->store.default_ttl_s, 86400);
   assert_int_equal(c->store.max_ttl_s, 30 * 86400);
   assert_int_equal(c->store.max_batch, 4096);
-  assert_int_equal(c->store.ack_delay_ms, 10);
+  assert_int_equal(c->store.ack_delay_ms, 2);
   assert_int_equal(c->store.sweep_interval_s, 10);
   assert_null(c->plugins.dir);
   ASSERT_LIST(c->plugins.load, c->plugins.nload, "longpoll");

@@ -195,7 +195,7 @@ typedef struct hd_host {
   hd_watch *(*watch)(hd_plugin *p, const hd_device *d, hd_wake_cb cb, void *ud);
   void (*unwatch)(hd_watch *w);
   /* Acknowledge (dismiss) messages for the device; cb runs after the commit, which the broker
-   * may hold back up to [store] ack_delay (10 ms by default) to commit acks together. */
+   * may hold back up to [store] ack_delay (2 ms by default) to commit acks together. */
   int (*ack)(hd_plugin *p, const hd_device *d, const uint64_t *ids, size_t n,
              hd_ack_cb cb, void *ud);
 
