@@ -5,7 +5,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +127,7 @@ void hd__tenant_free(hd_tenant *t) {
   free_list(t->origins, t->norigins);
   hd__ratelimit_free(t->self_limit);
   hd__ratelimit_free(t->pub_limit);
+  EVP_MAC_CTX_free(t->token_mac);
   OPENSSL_cleanse(t->device_secret, sizeof t->device_secret);
   OPENSSL_cleanse(t->publish_key, sizeof t->publish_key);
   OPENSSL_cleanse(t->previous_key, sizeof t->previous_key);
@@ -396,16 +397,36 @@ int hd__tenant_allows_origin(const hd_tenant *t, const char *origin) {
   return 0;
 }
 
+/* The tenant's keyed HMAC context, ready for a new message: made once (key schedule and the
+ * algorithm fetch), then re-initialised with the same key. It is a cache of what device_secret
+ * determines, hence the cast from const. NULL when OpenSSL fails. */
+static EVP_MAC_CTX *token_ctx(const hd_tenant *ct) {
+  hd_tenant *t = (hd_tenant *)ct;
+  if (t->token_mac) return EVP_MAC_init(t->token_mac, NULL, 0, NULL) == 1 ? t->token_mac : NULL;
+  static EVP_MAC *hmac; /* fetched once for the process; loop thread only */
+  if (!hmac && !(hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) return NULL;
+  EVP_MAC_CTX *c = EVP_MAC_CTX_new(hmac);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  if (!c || EVP_MAC_init(c, t->device_secret, sizeof t->device_secret, params) != 1) {
+    EVP_MAC_CTX_free(c);
+    return NULL;
+  }
+  t->token_mac = c;
+  return c;
+}
+
 static int token_mac(const hd_tenant *t, const char *device_id, uint32_t gen, int64_t exp_s,
                      char *out) {
   unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int maclen = 0;
+  size_t maclen = 0;
   char msg[512];
   int n = snprintf(msg, sizeof msg, "herald-device-v2%c%s%c%s%c%u%c%lld", 0, t->name, 0,
                    device_id, 0, gen, 0, (long long)exp_s);
   if (n < 0 || n >= (int)sizeof msg) return HD_EINVAL;
-  if (!HMAC(EVP_sha256(), t->device_secret, sizeof t->device_secret, (unsigned char *)msg,
-            (size_t)n, mac, &maclen))
+  EVP_MAC_CTX *c = token_ctx(t);
+  if (!c || EVP_MAC_update(c, (unsigned char *)msg, (size_t)n) != 1 ||
+      EVP_MAC_final(c, mac, &maclen, sizeof mac) != 1)
     return HD_EIO;
   b64url(mac, maclen, out);
   return 0;

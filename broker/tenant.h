@@ -19,12 +19,13 @@
  * rotated by bumping it (the store keeps the current generation per device).
  *
  * Ownership: hd_tenants owns every hd_tenant and its strings; config strings are copied.
- * Loop thread only, except the pure token functions and hd__tenant_files_write, which are
- * thread-safe.
+ * Loop thread only (the token functions too: they share the tenant's keyed HMAC context),
+ * except hd__tenant_files_write, which is thread-safe.
  */
 #ifndef HERALD_TENANT_H
 #define HERALD_TENANT_H
 
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,10 @@ typedef struct hd_tenant {
   int64_t previous_until_ms; /* previous_key is accepted while now < this */
   int64_t token_ttl_s;     /* device_token_ttl; 0: tokens never expire */
   unsigned char device_secret[32];
+  /* HMAC-SHA256 keyed with device_secret, made on the first token minted or checked: a token
+   * is checked on every device request, and a one-shot HMAC() looks up the algorithm and
+   * hashes the key each time (a fifth of the loop's time under a long-poll fan-out). */
+  EVP_MAC_CTX *token_mac;
   int any_app;             /* apps = * */
   char **apps;
   size_t napps;

@@ -16,6 +16,8 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "config.h"
 #include "herald/error.h"
@@ -373,6 +375,44 @@ static void test_token_round_trip(void **state) {
   assert_int_equal(hd__token_mint(acme, "phone-1", 1, tok, 20), HD_EINVAL); /* too small */
 }
 
+/* The MAC of a token, computed here with OpenSSL's one-shot HMAC() and base64url: the broker
+ * keeps a keyed context per tenant and re-initialises it for every token, and must still give
+ * exactly HMAC-SHA256(device secret, "herald-device-v2" NUL tenant NUL device NUL gen NUL exp). */
+static void expected_mac(const hd_tenant *t, const char *dev, uint32_t gen, long long exp,
+                         char *out) {
+  char msg[512];
+  unsigned char mac[EVP_MAX_MD_SIZE], b64[96];
+  unsigned int maclen = 0;
+  int n = snprintf(msg, sizeof msg, "herald-device-v2%c%s%c%s%c%u%c%lld", 0, t->name, 0, dev, 0,
+                   gen, 0, exp);
+  assert_non_null(HMAC(EVP_sha256(), t->device_secret, sizeof t->device_secret,
+                       (unsigned char *)msg, (size_t)n, mac, &maclen));
+  int len = EVP_EncodeBlock(b64, mac, (int)maclen);
+  while (len > 0 && b64[len - 1] == '=') len--;
+  for (int i = 0; i < len; i++) out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
+  out[len] = 0;
+}
+
+static void test_token_mac_matches_one_shot_hmac(void **state) {
+  fx *f = *state;
+  char tok[HD_TOKEN_MAX], want[96], prefix[64];
+  load(f, &f->ts);
+  hd_tenant *acme = by_name(&f->ts, "acme"), *beta = by_name(&f->ts, "beta");
+  static const char *const devs[] = {"phone-1", "phone-2", "p", "phone-1"};
+  /* Alternating tenants and devices: each MAC starts from the key, never from the last one. */
+  for (int round = 0; round < 3; round++)
+    for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
+      hd_tenant *t = (i + (size_t)round) % 2 ? beta : acme;
+      uint32_t gen = (uint32_t)(i + 1);
+      long long exp = round == 2 ? 4102444800ll : 0;
+      assert_int_equal(hd__token_mint_exp(t, devs[i], gen, exp, tok, sizeof tok), 0);
+      expected_mac(t, devs[i], gen, exp, want);
+      snprintf(prefix, sizeof prefix, "%s.%u.%lld.", t->name, gen, exp);
+      assert_int_equal(strncmp(tok, prefix, strlen(prefix)), 0);
+      assert_string_equal(tok + strlen(prefix), want);
+    }
+}
+
 static void test_token_refusals(void **state) {
   fx *f = *state;
   char tok[HD_TOKEN_MAX], bad[HD_TOKEN_MAX + 64];
@@ -649,6 +689,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_apps_and_self_register, setup, teardown),
       cmocka_unit_test_setup_teardown(test_allowed_origins, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_round_trip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_token_mac_matches_one_shot_hmac, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_expiry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_publish_key_overlap, setup, teardown),
