@@ -148,5 +148,7 @@ int run_peer_fanout(opts *o, int kind);
 int run_peer_ingest(opts *o, int kind);
 int run_updates(opts *o);
 int run_smpp(opts *o);
+/* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor). */
+int run_zmq_echo(opts *o);
 
 #endif

@@ -786,6 +786,9 @@ static void usage_text(FILE *f) {
           "                     handler's stats socket: publish once every poll is held)\n"
           "  mqtt-fanout        as ipconn, MQTT 3.1.1 QoS 1 (--topic, default bench.in)\n"
           "  mqtt-ingest, nats-ingest  as ingest; MQTT QoS 1 PUBACK / JetStream ack (--stream)\n"
+          "  zmq-echo           not a client: serves --zmq ENDPOINT, answering each request as\n"
+          "                     an accepted publish at once (nothing parsed or stored); ingest\n"
+          "                     against it is the floor of ZeroMQ and the load client\n"
           "  --pid P[,P...]     broker pid for CPU/RSS (default: whoever listens on the HTTP port);\n"
           "                     a peer of several processes: their CPU and RSS added up\n"
           "  --json             one JSON object instead of the table\n"
@@ -920,6 +923,7 @@ int main(int argc, char **argv) {
   if (strcmp(scenario, "nats-ingest") == 0) return run_peer_ingest(&o, 1);
   if (strcmp(scenario, "updates") == 0) return run_updates(&o);
   if (strcmp(scenario, "smpp") == 0) return run_smpp(&o);
+  if (strcmp(scenario, "zmq-echo") == 0) return run_zmq_echo(&o);
   fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
   usage_text(stderr);
   return 2;

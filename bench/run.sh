@@ -37,7 +37,8 @@ else
 fi
 
 base=${BENCH_PORT_BASE:-18470}
-HPORT=$base NPORT=$((base + 10)) MPORT=$((base + 13)) JPORT=$((base + 14)) PPORT=$((base + 16))
+HPORT=$base EPORT=$((base + 8)) NPORT=$((base + 10)) MPORT=$((base + 13)) JPORT=$((base + 14))
+PPORT=$((base + 16))
 # A broker of someone else's on one of our ports would answer in our broker's place.
 for p in $(seq "$base" $((base + 21))); do
   if (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null; then
@@ -46,7 +47,7 @@ for p in $(seq "$base" $((base + 21))); do
   fi
 done
 stop_all() {
-  for s in herald:h nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
+  for s in herald:h zmq-echo:ze nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
     "$here/peers/${s%%:*}.sh" stop "$tmp/${s##*:}" 2>/dev/null
   done
 }
@@ -59,6 +60,8 @@ hpid=$("$here/peers/herald.sh" start "$tmp/h" $HPORT) || { echo "bench: heraldd 
 npid=$("$here/peers/nchan.sh" start "$tmp/nchan" $NPORT) || npid=
 mpid=$("$here/peers/mosquitto.sh" start "$tmp/mq" $MPORT) || mpid=
 jpid=$("$here/peers/nats.sh" start "$tmp/nats" $JPORT) || jpid=
+# Not a broker: the ingest workload's floor (ZeroMQ and the load client, nothing stored).
+epid=$("$here/peers/zmq-echo.sh" start "$tmp/ze" $EPORT) || epid=
 # Pushpin and its origin: several processes, their pids comma-separated for --pid
 ppids=$("$here/peers/pushpin.sh" start "$tmp/pp" $PPORT) || ppids=
 [ -z "$ppids" ] && echo "bench: pushpin did not start (see $tmp/pp); left out" >&2
@@ -133,6 +136,8 @@ for r in $(seq 1 "$rounds"); do
     --json --connections 4 --window 256 --duration $ING_S
   [ -n "$jpid" ] && run ingest nats-jetstream "$r" nats-ingest --peer 127.0.0.1:$JPORT \
     --pid "$jpid" --json --connections 4 --window 256 --duration $ING_S
+  [ -n "$epid" ] && run ingest zeromq-echo "$r" ingest --zmq tcp://127.0.0.1:$EPORT --key unused \
+    --pid "$epid" --json --connections 4 --window 256 --duration $ING_S
   }
   # The same durable ingest with 100 messages per request ("batch"): each message still gets
   # its own id, acknowledged after the fsync'd commit. No peer has an equivalent.
