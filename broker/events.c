@@ -7,6 +7,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "bytes.h"
 #include "clock.h"
 #include "herald/error.h"
 
@@ -118,9 +119,11 @@ static void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) {
 /* Message ids travel as decimal strings everywhere (HTTP, ZeroMQ replies, events): a u64 does
  * not fit every client's number type. */
 static void pk_kv_id(msgpack_packer *pk, const char *k, uint64_t v) {
-  char b[24];
-  snprintf(b, sizeof b, "%llu", (unsigned long long)v);
-  pk_kv_str(pk, k, b);
+  char b[20];
+  size_t n = hd_u64_dec(b, v);
+  pk_str(pk, k);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, b, n);
 }
 
 
@@ -159,7 +162,7 @@ void hd__events_published(hd_events *e, const char *tenant, const char *app, uin
 }
 
 void hd__events_acked(hd_events *e, const char *tenant, const char *device, size_t count) {
-  if (!e) return;
+  if (!e || !e->nsubs) return; /* one per ack: like "published", only for a listener */
   msgpack_packer pk = begin(e, "acked", 3);
   pk_kv_str(&pk, "tenant", tenant);
   pk_kv_str(&pk, "device", device);
@@ -186,7 +189,7 @@ void hd__events_expired(hd_events *e, size_t count) {
 
 void hd__events_delivery(hd_events *e, const char *transport, const char *result, uint64_t id,
                          const char *app, const char *to, unsigned attempt, const char *reason) {
-  if (!e) return;
+  if (!e || !e->nsubs) return; /* one per push attempt: only for a listener */
   msgpack_packer pk = begin(e, "delivery", 7);
   pk_kv_str(&pk, "transport", transport);
   pk_kv_str(&pk, "result", result);

@@ -20,8 +20,8 @@ typedef struct hd_events hd_events;
 
 int hd__events_open(void *zctx, const char *endpoint, hd_events **out, char *err, size_t errlen);
 /* Follow subscriptions (a 50 ms timer on loop reads XPUB's subscription messages): the
- * per-publish "published" event is skipped while nobody is subscribed; rarer events are
- * always sent. Stop with hd__events_stop before the loop drains. */
+ * per-message events ("published", "acked", "delivery") are not even built while nobody is
+ * subscribed; rarer events are always sent. Stop with hd__events_stop before the loop drains. */
 int hd__events_watch(hd_events *e, uv_loop_t *loop);
 void hd__events_stop(hd_events *e);
 /* 1 while at least one subscriber is subscribed to something. */
