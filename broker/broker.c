@@ -192,6 +192,10 @@ static void on_register_done(hd_op *op) {
   } else {
     hd__metric_add(c->b->m_registrations, 1);
     hd__events_registered(c->b->events, c->tenant->name, c->appid, c->device);
+    /* A connection or held poll of this device watches the apps it had when it last fetched:
+     * woken, it fetches again and watches the new app too, or that app's messages would wait
+     * for some other wake-up. */
+    hd__router_wake_device(c->b->router, op->u.reg.dev.dev_num);
     c->cb(c->ud, 0, c->device, token, NULL);
   }
   free(c);

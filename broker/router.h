@@ -5,6 +5,8 @@
  * A; a direct message fires the device's watches. A watch fires once and is then spent (the
  * transport fetches and, if it still waits, watches again), which keeps the bookkeeping O(1)
  * per watch and makes a lost wake-up impossible: the transport always fetches after the wake.
+ * A watch knows the apps of its device when it was armed, so a committed registration wakes
+ * the device (broker.c): it fetches again and watches the new app too.
  *
  * Watches are kept in hash tables keyed by app number and by device number, each bucket an
  * intrusive list, so arming, firing and cancelling a watch cost O(number of its apps).

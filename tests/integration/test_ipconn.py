@@ -5,6 +5,7 @@ docs/protocols/ipconn.md in Python (not the C library the agent uses):
 - hello -> welcome -> pending messages oldest first -> new ones as they are published; acks
   are confirmed with "acked" and acked messages never come again; unacked ones come again on
   the next connection with the same ids; direct messages carry "to" and reach only their device;
+  an app the device registers for while connected is delivered at once;
 - the window: at most max_inflight unacked messages, more as acks arrive;
 - refusals with their reason codes: wrong token, a valid token under another tenant name (the
   same answer), a frame before the hello, garbage, a newer protocol version, an oversized
@@ -108,6 +109,22 @@ class IpconnProtocol(HeraldTestCase):
         bid = d.publish("news", {"all": 1})
         self.assertEqual(str(b.recv_type("msg")["id"]), bid)  # b's first message: the broadcast
         self.assertEqual(str(a.recv_type("msg")["id"]), bid)
+
+    def test_app_registered_while_connected_is_delivered_at_once(self):
+        # A caught-up connection watches the apps its device had when it last fetched: a
+        # registration for another app must make it fetch and watch again, or that app's
+        # messages would wait for some other wake-up (or the next connection).
+        d, port = self.start(heartbeat=30)
+        c, token, _ = self.connect(d, port, "phone-a")
+        first = d.publish("news", {"n": 1})
+        m = c.recv_type("msg")
+        self.assertEqual(str(m["id"]), first)
+        c.ack([m["id"]])
+        c.recv_type("acked")  # caught up: its watch covers "news" only
+        self.assertEqual(d.provision("sports", "phone-a"), token)
+        later = d.publish("sports", {"goal": 1})
+        m = c.recv_type("msg", timeout=5.0)
+        self.assertEqual((str(m["id"]), m["app"], m["data"]), (later, "sports", {"goal": 1}))
 
     def test_window_limits_unacked_messages(self):
         d, port = self.start(max_inflight=4)

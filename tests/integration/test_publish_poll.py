@@ -234,6 +234,33 @@ class PublishPoll(H.HeraldTestCase):
         # well before the 20 s wait ran out: it was the publish that answered it
         self.assertLess(elapsed, 10.0)
 
+    def test_held_poll_answers_an_app_registered_while_it_waits(self):
+        # The held poll watches the apps its device had when it was held; a registration for
+        # another app wakes it to watch that one too.
+        d = self.d
+        app, other = uniq("app"), uniq("app")
+        dev, tok = self.register(app)
+        cur = d.poll(dev, tok)["cursor"]
+        held0 = self.no_held_polls()
+        p = H.CurlProcess("GET", d.u("/v1/devices/%s/messages?wait=20&cursor=%s" % (dev, cur)),
+                          token=tok)
+        try:
+            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
+                       what="the poll to be held")
+            self.assertEqual(d.provision(other, dev), tok)
+            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
+                       what="the poll to be held again")
+            self.assertFalse(p.done(), "the registration answered the poll empty")
+            t0 = time.monotonic()
+            mid = d.publish(other, {"new": "app"})
+            r = p.result(30)
+            elapsed = time.monotonic() - t0
+        finally:
+            p.kill()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([(m["id"], m["app"]) for m in r.json()["messages"]], [(mid, other)])
+        self.assertLess(elapsed, 10.0)
+
     def test_two_held_polls_of_one_device_both_answered(self):
         d = self.d
         app = uniq("app")
