@@ -529,8 +529,11 @@ static void dseq_key(unsigned char *k, uint64_t dev_num, uint64_t seq) {
 
 /* Raise the device's floor for one app over every message that is acked or expired, then drop
  * the ack rows at or below the new floor: the acks table only ever holds acks above it. */
+/* Moves the floor of r (from r->floor, which may already be ahead of the stored one) over every
+ * acked or expired message after it, deletes the ack rows it passed and stores it if it moved
+ * from `stored`. */
 static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *r,
-                         int64_t now_ms) {
+                         uint64_t stored, int64_t now_ms) {
   MDB_cursor *c;
   unsigned char kb[12], ab[20];
   int rc = mdb_cursor_open(t, s->dbi[DB_LOG], &c);
@@ -558,7 +561,7 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   }
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return merr(rc);
-  if (floor == r->floor) return 0;
+  if (floor == stored) return 0;
   /* Every ack row of this device and app up to the floor goes, whether its message is still
    * in the log or was collapsed or swept since. */
   if ((rc = mdb_cursor_open(t, s->dbi[DB_ACKS], &c))) return merr(rc);
@@ -582,13 +585,31 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   return merr(mdb_put(t, s->dbi[DB_REGS], &rkey, &fv, 0));
 }
 
+/* 1 if seq is the first message of the app's log after r's floor: acking it only moves the
+ * floor (no ack row to write now and delete again), which is what a device acking in order
+ * does. 0 if not (something unacked or expired lies between), or a negative HD_E*. */
+static int next_after_floor(MDB_cursor *log, const hd_store_reg *r, uint64_t seq) {
+  unsigned char kb[12];
+  be32(kb, r->app_num);
+  be64(kb + 4, r->floor + 1);
+  MDB_val k = MV(kb, 12), v;
+  int rc = mdb_cursor_get(log, &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return merr(rc);
+  return k.mv_size == 12 && rd32(k.mv_data) == r->app_num &&
+         rd64((const unsigned char *)k.mv_data + 4) == seq;
+}
+
 int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *ids, size_t n,
                     int64_t now_ms, size_t *acked) {
   hd_store_reg regs[HD_STORE_MAX_REGS];
+  uint64_t stored[HD_STORE_MAX_REGS];
   unsigned char dirty[HD_STORE_MAX_REGS] = {0};
   size_t nregs;
+  MDB_cursor *log = NULL;
   int rc = regs_list(s, t, dev_num, regs, HD_STORE_MAX_REGS, &nregs);
   if (rc) return rc;
+  for (size_t r = 0; r < nregs; r++) stored[r] = regs[r].floor;
   *acked = 0;
   for (size_t i = 0; i < n; i++) {
     uint64_t seq = ids[i];
@@ -597,15 +618,26 @@ int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *i
       (*acked)++;
       continue;
     }
-    if (rc != HD_ENOTFOUND) return rc;
+    if (rc != HD_ENOTFOUND) goto out;
     for (size_t r = 0; r < nregs; r++) {
       if (seq <= regs[r].floor) continue;
+      if (!log && (rc = merr(mdb_cursor_open(t, s->dbi[DB_LOG], &log)))) goto out;
+      if ((rc = next_after_floor(log, &regs[r], seq)) < 0) goto out;
+      if (rc == 1) {
+        regs[r].floor = seq; /* floor_advance below stores it and goes on from there */
+        (*acked)++;
+        dirty[r] = 1;
+        break;
+      }
       unsigned char kb[12], ab[20];
       MDB_val k, v;
       msg_key(s, regs[r].app_num, 0, seq, kb, &k);
       rc = mdb_get(t, s->dbi[DB_LOG], &k, &v);
       if (rc == MDB_NOTFOUND) continue;
-      if (rc) return merr(rc);
+      if (rc) {
+        rc = merr(rc);
+        goto out;
+      }
       ack_key(ab, dev_num, regs[r].app_num, seq);
       MDB_val akey = MV(ab, 20), aval = MV("", 0);
       rc = mdb_put(t, s->dbi[DB_ACKS], &akey, &aval, MDB_NOOVERWRITE);
@@ -613,14 +645,18 @@ int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *i
         (*acked)++;
         dirty[r] = 1;
       } else if (rc != MDB_KEYEXIST) {
-        return merr(rc);
+        rc = merr(rc);
+        goto out;
       }
       break;
     }
   }
-  for (size_t r = 0; r < nregs; r++)
-    if (dirty[r] && (rc = floor_advance(s, t, dev_num, &regs[r], now_ms))) return rc;
-  return 0;
+  rc = 0;
+  for (size_t r = 0; r < nregs && rc == 0; r++)
+    if (dirty[r]) rc = floor_advance(s, t, dev_num, &regs[r], stored[r], now_ms);
+out:
+  if (log) mdb_cursor_close(log);
+  return rc;
 }
 
 int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted) {
