@@ -42,6 +42,7 @@
 #include <zmq.h>
 
 #include "bench.h"
+#include "json.h"
 #include "hist.h"
 #include "httpc.h"
 #include "plot.h"
@@ -492,20 +493,23 @@ static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t l
     return;
   }
   uint64_t now = now_ns();
-  json_t *j = json_loadb(body, len, 0, NULL);
-  json_t *msgs = json_object_get(j, "messages"), *m;
-  size_t i;
+  hb_json j;
   long M = th->sh->o->messages;
-  json_array_foreach(msgs, i, m) {
-    json_t *data = json_object_get(m, "data");
-    json_int_t s = json_integer_value(json_object_get(data, "s"));
-    json_int_t t = json_integer_value(json_object_get(data, "t"));
-    if (hb_rx_got(&th->rx, d->seen, &d->received, M, s, (uint64_t)t, now))
-      atomic_fetch_add(&th->sh->done_devices, 1);
+  if (hb_json_parse(&j, body, len) != 0) {
+    th->errors++;
+  } else {
+    int msgs = hb_json_key(&j, 0, "messages"), n = hb_json_count(&j, msgs);
+    for (int k = 0, m = msgs + 1; k < n; k++, m = hb_json_next(&j, m)) {
+      int data = hb_json_key(&j, m, "data");
+      long long s = hb_json_int(&j, hb_json_key(&j, data, "s"));
+      long long t = hb_json_int(&j, hb_json_key(&j, data, "t"));
+      if (hb_rx_got(&th->rx, d->seen, &d->received, M, s, (uint64_t)t, now))
+        atomic_fetch_add(&th->sh->done_devices, 1);
+    }
+    char cur[sizeof d->cursor];
+    if (hb_json_str(&j, hb_json_key(&j, 0, "cursor"), cur, sizeof cur) == 0)
+      memcpy(d->cursor, cur, sizeof cur);
   }
-  const char *cur = json_string_value(json_object_get(j, "cursor"));
-  if (cur) snprintf(d->cursor, sizeof d->cursor, "%s", cur);
-  json_decref(j);
   poll_device(d);
 }
 

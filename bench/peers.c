@@ -35,6 +35,7 @@
 #include <zmq.h>
 
 #include "bench.h"
+#include "json.h"
 #include "hist.h"
 #include "httpc.h"
 #include "pconn.h"
@@ -133,24 +134,19 @@ static void on_lp(hb_conn *c, void *ud, int status, const char *body, size_t len
   if (atomic_load(&th->sh->stopping)) return;
   if (status == 200) {
     uint64_t now = now_ns();
-    json_t *j = json_loadb(body, len, 0, NULL);
-    if (j && th->sh->kind == 1) { /* {"messages": [{"s","t","p"}...], "cursor": "K"} */
-      json_t *msgs = json_object_get(j, "messages"), *m;
-      size_t i;
-      json_array_foreach(msgs, i, m) {
-        got_seq(d, json_integer_value(json_object_get(m, "s")),
-                (uint64_t)json_integer_value(json_object_get(m, "t")), now);
-      }
-      const char *cur = json_string_value(json_object_get(j, "cursor"));
-      if (cur) snprintf(d->cursor, sizeof d->cursor, "%s", cur);
-      else th->errors++;
-      json_decref(j);
-    } else if (j) {
-      got_seq(d, json_integer_value(json_object_get(j, "s")),
-              (uint64_t)json_integer_value(json_object_get(j, "t")), now);
-      json_decref(j);
-    } else {
+    hb_json j;
+    if (hb_json_parse(&j, body, len) != 0) {
       th->errors++;
+    } else if (th->sh->kind == 1) { /* {"messages": [{"s","t","p"}...], "cursor": "K"} */
+      int msgs = hb_json_key(&j, 0, "messages"), n = hb_json_count(&j, msgs);
+      for (int k = 0, m = msgs + 1; k < n; k++, m = hb_json_next(&j, m))
+        got_seq(d, hb_json_int(&j, hb_json_key(&j, m, "s")),
+                (uint64_t)hb_json_int(&j, hb_json_key(&j, m, "t")), now);
+      if (hb_json_str(&j, hb_json_key(&j, 0, "cursor"), d->cursor, sizeof d->cursor) != 0)
+        th->errors++;
+    } else {
+      got_seq(d, hb_json_int(&j, hb_json_key(&j, 0, "s")),
+              (uint64_t)hb_json_int(&j, hb_json_key(&j, 0, "t")), now);
     }
     snprintf(d->last_mod, sizeof d->last_mod, "%s", hb_conn_last_modified(c));
     snprintf(d->etag, sizeof d->etag, "%s", hb_conn_etag(c));
