@@ -184,6 +184,9 @@ def latency_sweep():
             at = [(rate, p) for rate, p in table if rate <= half]
             line = (f"Sustained peak (highest rate kept up): {peak:,.0f} broadcasts/s = "
                     f"{peak * n:,.0f} deliveries/s. ")
+            if peak == max(by_rate):
+                line += ("That is the highest rate tried: the real peak is higher, so the "
+                         "figure at \"half\" of it is at less than half. ")
             if at:
                 rate, p = at[-1]
                 line += (f"At half of it ({rate:,.0f}/s = {rate * n:,.0f} deliveries/s) p99 is "
