@@ -151,8 +151,9 @@ done
 # Latency against offered load: broadcasts paced at doubling rates, LAT_S seconds each, over
 # ipconn and long-poll to 100 devices (250..8000/s) and long-poll to 1,000 (25..800/s).
 # report.py takes the highest rate Herald kept up with (delivered >= 97 % of offered) as its
-# sustained peak and reads p99 at half of it. A burst's deliveries/s (the tables above) is no peak to halve: it comes from many
-# messages per write and per poll answer, which a paced stream does not have.
+# sustained peak and reads p99 at half of it. A burst's deliveries/s (the tables above) is no
+# peak to halve: it comes from many messages per write and per poll answer, which a paced
+# stream does not have.
 want latency && for r in $(seq 1 "$rounds"); do
   for rate in 250 500 1000 2000 4000 8000; do
     run latency-ipconn100 herald "$r" ipconn "${H[@]}" --app "li$r-$rate" --devices 100 \
