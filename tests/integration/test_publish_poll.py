@@ -47,6 +47,21 @@ class PublishPoll(H.HeraldTestCase):
                    what="no held polls")
         return 0
 
+    def hold_poll(self, dev, tok):
+        """A poll from the device's current cursor, started and held (its CurlProcess)."""
+        d = self.d
+        cur = d.poll(dev, tok)["cursor"]
+        held0 = self.no_held_polls()
+        p = H.CurlProcess("GET", d.u("/v1/devices/%s/messages?wait=20&cursor=%s" % (dev, cur)),
+                          token=tok)
+        try:
+            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
+                       what="the poll to be held")
+        except BaseException:
+            p.kill()
+            raise
+        return p
+
     def register(self, app, device=None):
         device = device or uniq("dev")
         return device, self.d.provision(app, device)
@@ -213,13 +228,8 @@ class PublishPoll(H.HeraldTestCase):
         d = self.d
         app = uniq("app")
         dev, tok = self.register(app)
-        cur = d.poll(dev, tok)["cursor"]
-        held0 = self.no_held_polls()
-        p = H.CurlProcess("GET", d.u("/v1/devices/%s/messages?wait=20&cursor=%s" % (dev, cur)),
-                          token=tok)
+        p = self.hold_poll(dev, tok)
         try:
-            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
-                       what="the poll to be held")
             self.assertFalse(p.done(), "the poll returned without a message")
             t0 = time.monotonic()
             mid = d.publish(app, {"wake": "up"})
@@ -240,15 +250,10 @@ class PublishPoll(H.HeraldTestCase):
         d = self.d
         app, other = uniq("app"), uniq("app")
         dev, tok = self.register(app)
-        cur = d.poll(dev, tok)["cursor"]
-        held0 = self.no_held_polls()
-        p = H.CurlProcess("GET", d.u("/v1/devices/%s/messages?wait=20&cursor=%s" % (dev, cur)),
-                          token=tok)
+        p = self.hold_poll(dev, tok)
         try:
-            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
-                       what="the poll to be held")
             self.assertEqual(d.provision(other, dev), tok)
-            H.wait_for(lambda: d.metric("herald_held_polls") == held0 + 1, 15,
+            H.wait_for(lambda: d.metric("herald_held_polls") == 1, 15,
                        what="the poll to be held again")
             self.assertFalse(p.done(), "the registration answered the poll empty")
             t0 = time.monotonic()
