@@ -245,19 +245,21 @@ fail_all:
   return rc;
 }
 
-/* Held acks ride with the next batch once due (the oldest has waited ack_delay_ns, so many
- * are held, or the writer stops); until then batches leave them out, so a publish's commit
- * writes only its own pages. Called with mu held; returns the batch, NULL if nothing is due. */
+/* Held acks are due once the oldest has waited ack_delay_ns, or so many are held, or the
+ * writer stops. Called with mu held. */
 #define ACK_HOLD_MAX 65536
 static int acks_due(hd_writer *w, uint64_t now_ns) {
   return w->ack_head && (w->stopping || now_ns >= w->ack_due_ns || w->nacks >= ACK_HOLD_MAX);
 }
 
+/* The next batch, at most max_batch ops: everything that queued while the last commit ran,
+ * then, if due, held acks in the room left (the rest stay due and lead the batch after).
+ * Until acks are due batches leave them out, so a publish's commit writes only its own pages.
+ * Called with mu held; NULL if nothing is ready. */
 static hd_op *take_batch(hd_writer *w, hd_op **lastp, size_t *np) {
   hd_op *batch = NULL, *last = NULL;
   size_t n = 0;
   if (w->in_head) {
-    /* Up to max_batch ops: everything that queued while the last commit ran. */
     batch = last = w->in_head;
     n = 1;
     while (last->next && n < w->max_batch) {
@@ -269,14 +271,23 @@ static hd_op *take_batch(hd_writer *w, hd_op **lastp, size_t *np) {
     last->next = NULL;
     w->queued -= n;
   }
-  if (acks_due(w, hd__mono_ns())) {
-    if (last) last->next = w->ack_head;
-    else batch = w->ack_head;
-    last = w->ack_tail;
-    n += w->nacks;
-    w->queued -= w->nacks;
-    w->ack_head = w->ack_tail = NULL;
-    w->nacks = 0;
+  if (n < w->max_batch && acks_due(w, hd__mono_ns())) {
+    hd_op *first = w->ack_head, *end = first;
+    size_t k = 1;
+    while (end->next && n + k < w->max_batch) {
+      end = end->next;
+      k++;
+    }
+    w->ack_head = end->next;
+    if (!w->ack_head) w->ack_tail = NULL;
+    end->next = NULL;
+    w->nacks -= k;
+    w->queued -= k;
+    w->ack_due_ns = 0; /* due as a group: what did not fit is due at once too */
+    if (last) last->next = first;
+    else batch = first;
+    last = end;
+    n += k;
   }
   *lastp = last;
   *np = n;

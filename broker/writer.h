@@ -11,7 +11,8 @@
  *
  * Acks (HD_OP_ACK) may be held back (hd__writer_set_ack_delay, [store] ack_delay): they are
  * applied in submit order among themselves but commit together once the oldest has waited the
- * delay (or 65,536 are held, or the writer stops), with whatever batch is then due. A device
+ * delay (or 65,536 are held, or the writer stops), in the room max_batch leaves in the batch
+ * then due (what does not fit leads the next one). A device
  * that acks every message of a paced stream would otherwise put its ack pages into every
  * publish's commit; held back, each page is written once per delay and a publish commits
  * alone. An ack is a dismissal: a crash loses at most the acks of the last delay, and those

@@ -2,7 +2,7 @@
  * the loop thread in submit order, replay of a batch that hit a full map so only the ops that
  * do not fit fail, errors that fail one op alone, draining on stop, HD_ECLOSED after it,
  * hd__writer_run_now, and acks held back by an ack delay (committed after later publishes, at
- * stop, or once many are held). Every test closes its loop and asserts uv_loop_close() == 0.
+ * stop, or once many are held, max_batch at a time). Every test closes its loop and asserts uv_loop_close() == 0.
  *
  * To make batching deterministic without timing, a test may hold LMDB's write lock (an open
  * write transaction of its own) while it submits: the writer thread then blocks in its
@@ -600,6 +600,41 @@ static void test_many_held_acks_commit_before_the_delay(void **state) {
   finish(f);
 }
 
+/* Held acks that fall due together still commit at most max_batch ops at a time. */
+static void test_held_acks_respect_max_batch(void **state) {
+  fx *f = *state;
+  enum { MAX_BATCH = 16, N = 40 };
+  hd_op pub, ops[N];
+  tally t = {0};
+  hd_writer_stats st;
+  world(f, "db", 64 * MIB);
+  assert_int_equal(hd__writer_start(&f->loop, f->s, MAX_BATCH, 0, &f->w), 0);
+  hd__writer_set_ack_delay(f->w, 3600 * 1000); /* due only at stop */
+
+  pub_op(&pub, f, &t, "news", NULL, "one", 3);
+  assert_int_equal(hd__writer_submit(f->w, &pub), 0);
+  run_until(f, &t, 1);
+  hd__writer_stats(f->w, &st);
+  uint64_t commits0 = st.commits;
+  uint64_t ack_ids[1] = {pub.u.pub.seq};
+  for (size_t i = 0; i < N; i++) {
+    ack_op(&ops[i], f, &t, ack_ids, 1);
+    assert_int_equal(hd__writer_submit(f->w, &ops[i]), 0);
+  }
+  hd__writer_stop(f->w);
+  assert_int_equal(t.done, 1 + N);
+  hd__writer_stats(f->w, &st);
+  assert_true(st.last_batch <= MAX_BATCH);
+  assert_true(st.commits - commits0 >= (N + MAX_BATCH - 1) / MAX_BATCH); /* 3 at least */
+  size_t acked = 0;
+  for (size_t i = 0; i < N; i++) {
+    assert_int_equal(ops[i].status, 0);
+    acked += ops[i].u.ack.acked;
+  }
+  assert_int_equal(acked, 1);
+  finish(f);
+}
+
 static void test_run_now_applies_tenant_op(void **state) {
   fx *f = *state;
   static const char *const apps[] = {"news", "*", "chat"};
@@ -669,6 +704,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_held_ack_commits_after_later_publish, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_stop_commits_held_acks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_held_acks_respect_max_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_held_acks_commit_before_the_delay, setup,
                                       teardown),
   };
