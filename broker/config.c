@@ -153,15 +153,17 @@ int hd__config_parse_size(const char *s, uint64_t *out) {
   return HD_ECONFIG;
 }
 
-int hd__config_parse_duration(const char *s, int64_t *out) {
-  static const struct {
-    const char *suffix;
-    int64_t mult;
-  } units[] = {{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", DAY_S}};
+typedef struct unit {
+  const char *suffix;
+  int64_t mult;
+} unit;
+
+/* A count followed by one of units' suffixes (compared whole, so "ms" is never "m"), scaled. */
+static int parse_scaled(const char *s, const unit *units, size_t nunits, int64_t *out) {
   uint64_t v;
   if (!s || read_u64(&s, &v) != 0 || v > (uint64_t)INT64_MAX) return HD_ECONFIG;
   while (is_ws(*s)) s++;
-  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+  for (size_t i = 0; i < nunits; i++) {
     if (strcmp(s, units[i].suffix) != 0) continue;
     if ((int64_t)v > INT64_MAX / units[i].mult) return HD_ECONFIG;
     if (out) *out = (int64_t)v * units[i].mult;
@@ -170,22 +172,15 @@ int hd__config_parse_duration(const char *s, int64_t *out) {
   return HD_ECONFIG;
 }
 
+int hd__config_parse_duration(const char *s, int64_t *out) {
+  static const unit units[] = {{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", DAY_S}};
+  return parse_scaled(s, units, sizeof units / sizeof units[0], out);
+}
+
 int hd__config_parse_duration_ms(const char *s, int64_t *out) {
-  /* "ms" first: a bare "m" would read "10ms" as minutes followed by junk. */
-  size_t n = s ? strlen(s) : 0;
-  if (n > 2 && strcmp(s + n - 2, "ms") == 0) {
-    uint64_t v;
-    const char *p = s;
-    if (read_u64(&p, &v) != 0 || v > (uint64_t)INT64_MAX) return HD_ECONFIG;
-    while (is_ws(*p)) p++;
-    if (strcmp(p, "ms") != 0) return HD_ECONFIG;
-    if (out) *out = (int64_t)v;
-    return 0;
-  }
-  int64_t secs;
-  if (hd__config_parse_duration(s, &secs) != 0 || secs > INT64_MAX / 1000) return HD_ECONFIG;
-  if (out) *out = secs * 1000;
-  return 0;
+  static const unit units[] = {{"ms", 1},        {"", 1000},           {"s", 1000},
+                               {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", DAY_S * 1000}};
+  return parse_scaled(s, units, sizeof units / sizeof units[0], out);
 }
 
 int hd__config_parse_time(const char *s, int64_t *out) {
