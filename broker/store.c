@@ -527,11 +527,10 @@ static void dseq_key(unsigned char *k, uint64_t dev_num, uint64_t seq) {
   be64(k + 8, seq);
 }
 
-/* Raise the device's floor for one app over every message that is acked or expired, then drop
- * the ack rows at or below the new floor: the acks table only ever holds acks above it. */
-/* Moves the floor of r (from r->floor, which may already be ahead of the stored one) over every
- * acked or expired message after it, deletes the ack rows it passed and stores it if it moved
- * from `stored`. */
+/* Raise the device's floor for one app (from r->floor, which may already be ahead of the
+ * stored value `stored`) over every message that is acked or expired, then drop the ack rows at
+ * or below the new floor, so the acks table only ever holds acks above it; store the floor if
+ * it moved from `stored`. */
 static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *r,
                          uint64_t stored, int64_t now_ms) {
   MDB_cursor *c;

@@ -607,6 +607,15 @@ static void test_fuzz_mutations(void **state) {
 /* hd_mp: integers >= 0 are HD_MP_UINT in every encoding (as msgpack-c's POSITIVE_INTEGER),
  * negatives HD_MP_NINT; str/bin/ext hand out their bytes; containers their counts; skip steps
  * over a whole value and says where it was; a truncated value or 0xc1 is HD_EINVAL. */
+/* The next value is an integer of this kind and value (UINT in v.u, NINT in v.i). */
+static void next_int(hd_mp *r, enum hd_mp_kind kind, int64_t want) {
+  hd_mp_val v;
+  assert_int_equal(hd__mp_next(r, &v), 0);
+  assert_int_equal(v.kind, kind);
+  if (kind == HD_MP_UINT) assert_int_equal(v.u, (uint64_t)want);
+  else assert_int_equal(v.i, want);
+}
+
 static void test_mp_reader(void **state) {
   (void)state;
   static const unsigned char b[] = {
@@ -623,21 +632,11 @@ static void test_mp_reader(void **state) {
   };
   hd_mp r = {b, b + sizeof b};
   hd_mp_val v;
-  assert_int_equal(hd__mp_next(&r, &v), 0);
-  assert_int_equal(v.kind, HD_MP_UINT);
-  assert_int_equal(v.u, 5);
-  assert_int_equal(hd__mp_next(&r, &v), 0);
-  assert_int_equal(v.kind, HD_MP_UINT);
-  assert_int_equal(v.u, 7);
-  assert_int_equal(hd__mp_next(&r, &v), 0);
-  assert_int_equal(v.kind, HD_MP_NINT);
-  assert_int_equal(v.i, -2);
-  assert_int_equal(hd__mp_next(&r, &v), 0);
-  assert_int_equal(v.kind, HD_MP_UINT);
-  assert_int_equal(v.u, 256);
-  assert_int_equal(hd__mp_next(&r, &v), 0);
-  assert_int_equal(v.kind, HD_MP_NINT);
-  assert_int_equal(v.i, -1);
+  next_int(&r, HD_MP_UINT, 5);
+  next_int(&r, HD_MP_UINT, 7);
+  next_int(&r, HD_MP_NINT, -2);
+  next_int(&r, HD_MP_UINT, 256);
+  next_int(&r, HD_MP_NINT, -1);
   assert_int_equal(hd__mp_next(&r, &v), 0);
   assert_int_equal(v.kind, HD_MP_STR);
   assert_int_equal(v.n, 2);
