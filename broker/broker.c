@@ -54,6 +54,7 @@ static void on_publish_done(hd_op *op) {
     if (op->u.pub.replaced) hd__metric_add(b->m_collapsed, 1);
     /* Acknowledge first: the message is durable and the publisher waits on nothing else. */
     c->cb(c->ud, 0, op->u.pub.seq, NULL);
+    if (op->u.pub.seq > b->seq_woken) b->seq_woken = op->u.pub.seq;
     if (op->u.pub.dev_num) hd__router_wake_device(b->router, op->u.pub.dev_num);
     else hd__router_wake_app(b->router, op->u.pub.app_num);
     hd__events_published(b->events, c->tenant->name, c->appid, op->u.pub.seq, c->to,
@@ -588,6 +589,12 @@ int hd__broker_init(hd_broker *b, uv_loop_t *loop, hd_config *cfg, char *err, si
     snprintf(err, errlen, "store %s: %s", path, hd_strerror(rc));
     return rc;
   }
+  hd_store_stats st;
+  if ((rc = hd__store_stats(b->store, &st))) {
+    snprintf(err, errlen, "store %s: %s", path, hd_strerror(rc));
+    return rc;
+  }
+  b->seq_woken = st.last_seq; /* every stored message is there to fetch; none will wake */
   if ((rc = hd__tenants_load(&b->tenants, &b->cfg, b->store, err, errlen))) return rc;
   /* Tenants created at run time, beside the config's; before the writer thread runs. */
   if ((rc = hd__admin_open(b, err, errlen))) return rc;

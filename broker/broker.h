@@ -49,6 +49,9 @@ typedef struct hd_broker {
   hd_releases *releases;       /* release catalog, notices, update-check, reports (release.c) */
   struct hd_downloads *downloads; /* package downloads: their thread and slots (download.c) */
   struct hd_jcache *jcache;    /* JSON renderings of recent payloads, shared by fetches */
+  /* The highest message id whose commit has run its wake-ups (loop thread; at start, the
+   * store's last id). A fetch after it can find nothing a wake-up will not announce. */
+  uint64_t seq_woken;
   void *zctx;                  /* the ZeroMQ context */
   char plugin_dir[4096];
   uv_signal_t sigint, sigterm;

@@ -152,6 +152,13 @@ static int h_fetch(hd_plugin *p, const hd_device *d, uint64_t after, size_t max,
   hd_batch *bt = calloc(1, sizeof *bt);
   if (!bt) return HD_ENOMEM;
   bt->cursor = after;
+  /* A client that has seen every message id whose wake-ups ran (the usual re-poll of a caught
+   * -up device) is not read for: a later message can only be one whose commit has yet to wake
+   * the watch the caller arms next. */
+  if (after >= p->b->seq_woken) {
+    *out = bt;
+    return 0;
+  }
   fetch_ctx fc = {.b = p->b, .batch = bt, .dev = d};
   int rc = hd__store_rbegin(p->b->store, &fc.txn);
   if (rc == 0) {

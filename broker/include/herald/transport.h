@@ -184,7 +184,9 @@ typedef struct hd_host {
   const char *(*device_id)(const hd_device *d);
   const char *(*device_tenant)(const hd_device *d);
   /* Messages pending for the device with id greater than `after` (0: everything not acked and
-   * not expired), at most `max`, oldest first. Reads committed state; never blocks. */
+   * not expired), at most `max`, oldest first. Reads committed state; never blocks. A message
+   * shows once its commit has woken the watches (the moment its publisher is acknowledged);
+   * `after` at or above the newest such id returns an empty batch without reading the store. */
   int (*fetch)(hd_plugin *p, const hd_device *d, uint64_t after, size_t max, hd_batch **out);
   size_t (*batch_count)(const hd_batch *b);
   const hd_msg *(*batch_msg)(const hd_batch *b, size_t i);
