@@ -294,6 +294,41 @@ class PublishPoll(H.HeraldTestCase):
         self.assertEqual(j["messages"], [])
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
 
+    def test_held_polls_of_different_waits_each_end_at_their_own(self):
+        # Held polls share one deadline timer, a FIFO list per distinct wait: a longer wait
+        # held first must not delay a shorter one behind it, and a poll answered by a message
+        # from the middle of a list must leave the others' deadlines alone.
+        d = self.d
+        app = uniq("app")
+        devs = [self.register(app) for _ in range(4)]
+        held0 = self.no_held_polls()
+        waits = [4, 1, 4, 2]
+        ps = []
+        try:
+            for (dev, tok), w in zip(devs, waits):
+                cur = d.poll(dev, tok)["cursor"]
+                ps.append(H.CurlProcess(
+                    "GET", d.u("/v1/devices/%s/messages?wait=%d&cursor=%s" % (dev, w, cur)),
+                    token=tok))
+                H.wait_for(lambda: d.metric("herald_held_polls") == held0 + len(ps), 15,
+                           what="the poll to be held")
+            # The first 4-second poll is the head of its list: answer it with a direct message.
+            mid = d.publish(app, "to the first", to=devs[0][0])
+            r = ps[0].result(30)
+            self.assertEqual([m["id"] for m in r.json()["messages"]], [mid])
+            self.assertLess(ps[0].elapsed(), 3.5)
+            for i in (1, 3, 2):
+                r = ps[i].result(30)
+                self.assertEqual(r.json()["messages"], [], "poll %d" % i)
+                self.assertGreaterEqual(ps[i].elapsed(), waits[i] - 0.1, "poll %d" % i)
+            # Each ended at its own deadline: the 1 s and 2 s polls before the 4 s one.
+            self.assertLess(ps[1].finished, ps[3].finished)
+            self.assertLess(ps[3].finished, ps[2].finished)
+            self.assertEqual(d.metric("herald_held_polls"), held0)
+        finally:
+            for p in ps:
+                p.kill()
+
     # -- 3. acks --
     def test_ack_never_redelivered_and_idempotent(self):
         d = self.d

@@ -8,8 +8,8 @@
  *   POST /v1/devices/{device}/acks {"ids": ["12", 13, ...]}       (Bearer device token)
  *        -> 200 {"acked": n} after the acks are committed; acked messages never come again.
  *
- * Every held poll costs one small struct, one timer and one router watch: no thread, no copy
- * of any message until it is sent.
+ * Every held poll costs one small struct and one router watch: no thread, no timer of its own,
+ * no copy of any message until it is sent.
  */
 #include <errno.h>
 #include <herald/transport.h>
@@ -22,14 +22,25 @@ typedef struct lp lp;
 
 typedef struct poll_req {
   lp *t;
-  struct poll_req *prev, *next;
+  struct poll_req *prev, *next; /* its wait class's list, by deadline */
   hd_http_req *req;
   hd_device *dev;
   hd_watch *watch;
   uint64_t after;
+  uint64_t deadline;            /* uv_now() ms at which it is answered (possibly empty) */
   size_t max;
-  uv_timer_t timer;
+  uint32_t wait_s;
 } poll_req;
+
+/* Held polls time out through one timer per transport instead of one each: polls with the
+ * same wait reach their deadlines in the order they arrived, so each distinct wait keeps a
+ * FIFO list, and the timer only ever needs the earliest head among the lists in use. Holding
+ * and ending a poll is then O(1) list work; per-poll timers cost libuv's timer heap on both
+ * and a handle to close (~5 % of the loop in a fan-out to 1,000 long-polls). */
+typedef struct wait_class {
+  poll_req *head, *tail;
+  struct wait_class *anext, *aprev; /* the list of classes holding polls */
+} wait_class;
 
 struct lp {
   const hd_host *h;
@@ -38,8 +49,11 @@ struct lp {
   int64_t max_batch;
   int64_t max_held;  /* polls held at once; over it a poll that would wait gets 503 */
   int64_t nheld;
-  poll_req *held;
-  int stopping;
+  wait_class *classes;  /* indexed by wait seconds, 0..max_wait_s */
+  wait_class *active;   /* classes with held polls */
+  uv_timer_t timer;     /* due at the earliest deadline (or before: it then re-arms) */
+  uint64_t timer_due;
+  int started, stopping;
   hd_metric *m_held, *m_polls, *m_timeouts, *m_acks, *m_refused;
 };
 
@@ -111,30 +125,65 @@ static void reply_batch(lp *t, hd_http_req *req, const hd_batch *bt) {
 }
 
 /* ---- held polls ---- */
+static void on_deadline(uv_timer_t *tm);
+
+static void timer_arm(lp *t, uint64_t due) {
+  uint64_t now = uv_now(t->h->loop(t->self));
+  uv_timer_start(&t->timer, on_deadline, due > now ? due - now : 0, 0);
+  t->timer_due = due;
+}
+
+static void poll_link(poll_req *p) {
+  lp *t = p->t;
+  wait_class *w = &t->classes[p->wait_s];
+  p->next = NULL;
+  p->prev = w->tail;
+  if (w->tail) {
+    w->tail->next = p;
+  } else {
+    w->head = p;
+    w->aprev = NULL;
+    w->anext = t->active;
+    if (t->active) t->active->aprev = w;
+    t->active = w;
+  }
+  w->tail = p;
+  t->nheld++;
+  t->h->metric_add(t->m_held, 1);
+  /* Only a shorter wait than any held can come due first; an ending poll leaves the timer as
+   * it is (firing early costs one re-arm). */
+  if (!uv_is_active((uv_handle_t *)&t->timer) || p->deadline < t->timer_due)
+    timer_arm(t, p->deadline);
+}
+
 static void poll_unlink(poll_req *p) {
   lp *t = p->t;
+  wait_class *w = &t->classes[p->wait_s];
   if (p->prev) p->prev->next = p->next;
-  else t->held = p->next;
+  else w->head = p->next;
   if (p->next) p->next->prev = p->prev;
+  else w->tail = p->prev;
   p->prev = p->next = NULL;
+  if (!w->head) {
+    if (w->aprev) w->aprev->anext = w->anext;
+    else t->active = w->anext;
+    if (w->anext) w->anext->aprev = w->aprev;
+    w->anext = w->aprev = NULL;
+  }
   t->nheld--;
   t->h->metric_add(t->m_held, -1);
 }
 
-static void on_timer_closed(uv_handle_t *hd) {
-  poll_req *p = hd->data;
+/* End a held poll: unlink, cancel the watch, free. */
+static void poll_end(poll_req *p) {
+  poll_unlink(p);
+  if (p->watch) p->t->h->unwatch(p->watch);
   p->t->h->device_free(p->dev);
   free(p);
 }
 
-/* End a held poll: unlink, cancel the watch and timer, free once the timer has closed. */
-static void poll_end(poll_req *p) {
-  poll_unlink(p);
-  if (p->watch) p->t->h->unwatch(p->watch);
-  p->watch = NULL;
-  uv_timer_stop(&p->timer);
-  uv_close((uv_handle_t *)&p->timer, on_timer_closed);
-}
+/* Any held poll (the head of the first class in use), or NULL. */
+static poll_req *poll_any(lp *t) { return t->active ? t->active->head : NULL; }
 
 /* Fetch and answer if anything is there (or if forced). Returns 1 if answered. */
 static int poll_try(poll_req *p, int force) {
@@ -171,11 +220,21 @@ static void on_wake(void *ud) {
   }
 }
 
-static void on_timeout(uv_timer_t *tm) {
-  poll_req *p = tm->data;
-  p->t->h->metric_add(p->t->m_timeouts, 1);
-  poll_try(p, 1); /* one last look, then answer (possibly empty) */
-  poll_end(p);
+/* Answer every poll whose wait is up, then sleep until the next deadline. */
+static void on_deadline(uv_timer_t *tm) {
+  lp *t = tm->data;
+  uint64_t now = uv_now(t->h->loop(t->self)), next = UINT64_MAX;
+  for (wait_class *w = t->active, *wn; w; w = wn) {
+    wn = w->anext; /* w leaves the list when its last poll ends */
+    poll_req *p;
+    while ((p = w->head) && p->deadline <= now) {
+      t->h->metric_add(t->m_timeouts, 1);
+      poll_try(p, 1); /* one last look, then answer (possibly empty) */
+      poll_end(p);
+    }
+    if (p && p->deadline < next) next = p->deadline;
+  }
+  if (next != UINT64_MAX) timer_arm(t, next);
 }
 
 static void on_abort(void *ud, hd_http_req *req) {
@@ -217,6 +276,7 @@ static void h_messages(void *ud, hd_http_req *req) {
     return;
   }
   if (wait > (uint64_t)t->max_wait_s) wait = (uint64_t)t->max_wait_s;
+  if (!t->started) wait = 0; /* no deadline timer before start (or after stop) */
   if (max > (uint64_t)t->max_batch) max = (uint64_t)t->max_batch;
   hd_device *d = auth(t, req);
   if (!d) return;
@@ -254,15 +314,10 @@ static void h_messages(void *ud, hd_http_req *req) {
     h->http_reply_error(req, HD_ENOMEM, NULL);
     return;
   }
-  uv_timer_init(h->loop(t->self), &p->timer);
-  p->timer.data = p;
-  uv_timer_start(&p->timer, on_timeout, wait * 1000, 0);
+  p->wait_s = (uint32_t)wait;
+  p->deadline = uv_now(h->loop(t->self)) + wait * 1000;
   h->http_hold(req, on_abort, p);
-  p->next = t->held;
-  if (p->next) p->next->prev = p;
-  t->held = p;
-  t->nheld++;
-  h->metric_add(t->m_held, 1);
+  poll_link(p);
   /* No race between the fetch above and the watch: wake-ups run on this loop thread, so a
    * commit that became visible meanwhile still reaches the watch on its way back. */
 }
@@ -356,6 +411,11 @@ static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
     free(t);
     return HD_ECONFIG;
   }
+  t->classes = calloc((size_t)t->max_wait_s + 1, sizeof *t->classes);
+  if (!t->classes) {
+    free(t);
+    return HD_ENOMEM;
+  }
   t->m_held = h->metric_new(self, "held", "Long-polls held open now", HD_METRIC_GAUGE);
   t->m_polls = h->metric_new(self, "polls_total", "Long-poll requests", HD_METRIC_COUNTER);
   t->m_timeouts = h->metric_new(self, "timeouts_total", "Long-polls answered at their wait limit",
@@ -367,6 +427,7 @@ static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
   rc = h->http_route(self, "GET", "/v1/devices/{device}/messages", h_messages, t);
   if (!rc) rc = h->http_route(self, "POST", "/v1/devices/{device}/acks", h_acks, t);
   if (rc) {
+    free(t->classes);
     free(t);
     return rc;
   }
@@ -374,34 +435,48 @@ static int lp_create(const hd_host *h, hd_plugin *self, void **state) {
   return 0;
 }
 
-static int lp_start(void *state) { return 0; /* routes are live with the broker's listener */ }
+static int lp_start(void *state) {
+  lp *t = state;
+  uv_timer_init(t->h->loop(t->self), &t->timer);
+  t->timer.data = t;
+  t->started = 1;
+  return 0;
+}
 
 static void lp_stop(void *state) {
   lp *t = state;
   t->stopping = 1;
   /* Answer every held poll now with whatever is pending, so clients can reconnect at once. */
-  while (t->held) {
-    poll_req *p = t->held;
+  for (poll_req *p; (p = poll_any(t));) {
     poll_try(p, 1);
     poll_end(p);
   }
+  if (t->started) uv_close((uv_handle_t *)&t->timer, NULL); /* destroy() runs after the loop drained */
+  t->started = 0;
 }
 
 /* A revoked (or rotated) token must not keep a poll it authenticated: answer 401 now. A linear
  * walk: revocations are rare next to polls, and the list is there already. */
 static void lp_device_revoked(void *state, const char *tenant, const char *device) {
   lp *t = state;
-  for (poll_req *p = t->held, *nx; p; p = nx) {
-    nx = p->next;
-    if (strcmp(t->h->device_id(p->dev), device) == 0 &&
-        strcmp(t->h->device_tenant(p->dev), tenant) == 0) {
-      t->h->http_reply_error(p->req, HD_EAUTH, "the device's token was revoked or rotated");
-      poll_end(p);
+  for (wait_class *w = t->active, *wn; w; w = wn) {
+    wn = w->anext;
+    for (poll_req *p = w->head, *nx; p; p = nx) {
+      nx = p->next;
+      if (strcmp(t->h->device_id(p->dev), device) == 0 &&
+          strcmp(t->h->device_tenant(p->dev), tenant) == 0) {
+        t->h->http_reply_error(p->req, HD_EAUTH, "the device's token was revoked or rotated");
+        poll_end(p);
+      }
     }
   }
 }
 
-static void lp_destroy(void *state) { free(state); }
+static void lp_destroy(void *state) {
+  lp *t = state;
+  free(t->classes);
+  free(t);
+}
 
 HD_TRANSPORT_EXPORT const hd_transport_ops herald_transport = {
     .abi_major = HD_TRANSPORT_ABI_MAJOR,
