@@ -166,6 +166,9 @@ struct hd_http_req {
   int keep_alive;
   int held;
   int cors;            /* CORS verdict on its Origin: 0 none asked, 1 allowed, -1 refused */
+  const struct route *route; /* route_find()'s answer once route_looked */
+  unsigned route_looked : 1;
+  unsigned path_known : 1;   /* some route has this path (for any method) */
   hd_http_abort_cb abort_cb;
   void *abort_ud;
   hd_http_req *next_abort; /* list of aborts to run once the connections are closed */
@@ -178,6 +181,7 @@ struct hd_http_conn {
   uint32_t magic;
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uint64_t idle_since; /* uv_now() of the last read or answer: the idle timer is lazy */
   http_parser parser;
   hd_http_server *s;
   hd_http_conn *prev;
@@ -222,6 +226,9 @@ typedef struct route_seg {
   size_t len;
   int param;
 } route_seg;
+
+/* The most segments a route pattern may have; a longer path matches no route. */
+#define HTTP_MAX_SEGS 16
 
 typedef struct route {
   char *method;
@@ -553,24 +560,64 @@ query:
 
 /* Path segments: the text after the leading '/' split on '/'; "/" is one empty segment.
  * Patterns are split the same way so that both sides agree on trailing slashes. */
-static int route_match(const route *rt, const char *path) {
-  if (path[0] != '/') return 0;
+/* A request path split into segments once, so that finding its route compares lengths and
+ * bytes per route instead of scanning the path again for each of them. */
+typedef struct path_segs {
+  size_t n; /* HTTP_MAX_SEGS + 1: too many to match any route */
+  const char *p[HTTP_MAX_SEGS];
+  size_t len[HTTP_MAX_SEGS];
+} path_segs;
+
+static void path_split(const char *path, path_segs *ps) {
+  ps->n = 0;
+  if (path[0] != '/') {
+    ps->n = HTTP_MAX_SEGS + 1;
+    return;
+  }
   const char *p = path + 1;
-  size_t i = 0;
   for (;;) {
-    const char *slash = strchr(p, '/');
-    size_t sl = slash ? (size_t)(slash - p) : strlen(p);
-    if (i >= rt->nsegs) return 0;
-    const route_seg *seg = &rt->segs[i++];
-    if (seg->param) {
-      if (sl == 0) return 0;
-    } else if (sl != seg->len || memcmp(p, seg->text, sl) != 0) {
-      return 0;
+    if (ps->n == HTTP_MAX_SEGS) {
+      ps->n++;
+      return;
     }
-    if (!slash) break;
+    const char *slash = strchr(p, '/');
+    ps->p[ps->n] = p;
+    ps->len[ps->n++] = slash ? (size_t)(slash - p) : strlen(p);
+    if (!slash) return;
     p = slash + 1;
   }
-  return i == rt->nsegs;
+}
+
+static int route_match_segs(const route *rt, const path_segs *ps) {
+  if (ps->n != rt->nsegs) return 0;
+  for (size_t i = 0; i < ps->n; i++) {
+    const route_seg *seg = &rt->segs[i];
+    if (seg->param ? ps->len[i] == 0
+                   : ps->len[i] != seg->len || memcmp(ps->p[i], seg->text, seg->len) != 0)
+      return 0;
+  }
+  return 1;
+}
+
+/* The route for the request's method and path (NULL: none), looked up once per request: at
+ * headers time for spool routes, then by conn_dispatch. r->path_known says whether any route
+ * has the path (405 rather than 404). */
+static const route *route_find(const hd_http_server *s, hd_http_req *r) {
+  if (r->route_looked) return r->route;
+  path_segs ps;
+  path_split(r->path, &ps);
+  r->route = NULL;
+  r->path_known = 0;
+  for (size_t i = 0; i < s->nroutes; i++) {
+    if (!route_match_segs(&s->routes[i], &ps)) continue;
+    r->path_known = 1;
+    if (strcmp(s->routes[i].method, r->method) == 0) {
+      r->route = &s->routes[i];
+      break;
+    }
+  }
+  r->route_looked = 1;
+  return r->route;
 }
 
 /* Decodes the {name} segments of a path known to match rt. Returns 0 or HD_EINVAL. */
@@ -794,12 +841,15 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = c->cap - c->len < budget ? c->cap - c->len : budget;
 }
 
+/* The idle timer is lazy: a read or an answer notes the time, and the timer, armed once,
+ * checks when it fires whether the connection sat idle the whole time (else it sleeps for the
+ * rest). Restarting it per read, request and answer was libuv timer-heap work three times a
+ * request (~3 % of the loop in a long-poll fan-out). */
 static void conn_restart_idle(hd_http_conn *c) {
   if (c->closing || c->finishing || c->active) return;
-  if (c->s->opts.idle_timeout_ms)
+  c->idle_since = uv_now(c->s->loop);
+  if (c->s->opts.idle_timeout_ms && !uv_is_active((uv_handle_t *)&c->timer))
     uv_timer_start(&c->timer, conn_on_timer, c->s->opts.idle_timeout_ms, 0);
-  else
-    uv_timer_stop(&c->timer);
 }
 
 /* After a read into the shared buffer: keep what is left unparsed in a buffer of our own (or
@@ -949,7 +999,14 @@ static void conn_update_reading(hd_http_conn *c) {
 
 static void conn_on_timer(uv_timer_t *t) {
   hd_http_conn *c = t->data;
-  if (c->closing || c->active) return;
+  if (c->closing || c->active) return; /* the answer re-arms it */
+  if (!c->finishing && !c->lingering) {
+    uint64_t idle = uv_now(c->s->loop) - c->idle_since, limit = c->s->opts.idle_timeout_ms;
+    if (idle < limit) {
+      uv_timer_start(t, conn_on_timer, limit - idle, 0);
+      return;
+    }
+  }
   conn_close(c);
 }
 
@@ -1028,9 +1085,11 @@ static void conn_run_aborts(hd_http_server *s, hd_http_req *list) {
 /* Appends "GET, POST" — each method routed for path, once, in route order. */
 static void add_methods(const hd_http_server *s, const char *path, sbuf *out) {
   size_t first = out->len;
+  path_segs ps;
+  path_split(path, &ps);
   for (size_t i = 0; i < s->nroutes; i++) {
     const char *m = s->routes[i].method;
-    if (!route_match(&s->routes[i], path)) continue;
+    if (!route_match_segs(&s->routes[i], &ps)) continue;
     /* list each method once: look for M in "A, B, ..." written so far */
     int seen = 0;
     for (const char *p = out->p + first; *p && !seen;) {
@@ -1070,21 +1129,15 @@ static int cors_verdict(hd_http_server *s, hd_http_req *r, const char *origin) {
 static void conn_dispatch(hd_http_conn *c, hd_http_req *r) {
   hd_http_server *s = c->s;
   s->stats.requests_total++;
-  c->active = r;
-  uv_timer_stop(&c->timer); /* a request in flight is not idle */
+  c->active = r; /* not idle: the idle timer lets it be */
   if (!r->path && req_split_target(r) != 0) { /* a spool route's was split with its headers */
     hd__http_reply_error(r, HD_EINVAL, "malformed request target");
     return;
   }
   const char *origin = s->cors_cb ? hd__http_header(r, "Origin") : NULL;
   if (origin) r->cors = cors_verdict(s, r, origin);
-  const route *found = NULL;
-  int path_known = 0;
-  for (size_t i = 0; i < s->nroutes && !found; i++) {
-    if (!route_match(&s->routes[i], r->path)) continue;
-    path_known = 1;
-    if (strcmp(s->routes[i].method, r->method) == 0) found = &s->routes[i];
-  }
+  const route *found = route_find(s, r);
+  int path_known = r->path_known;
   sbuf body = {0};
   int answered = 1;
   if (path_known && r->cors < 0) {
@@ -1344,12 +1397,8 @@ static const route *spool_route(hd_http_conn *c, hd_http_req *r) {
     r->nquery = 0;
     return NULL;
   }
-  for (size_t i = 0; i < s->nroutes; i++) {
-    if (!route_match(&s->routes[i], r->path)) continue;
-    if (strcmp(s->routes[i].method, r->method) == 0)
-      return s->routes[i].spool_dir ? &s->routes[i] : NULL;
-  }
-  return NULL;
+  const route *rt = route_find(s, r);
+  return rt && rt->spool_dir ? rt : NULL;
 }
 
 /* Headers are in and the length is within the route's bound: ask admit(), then set up the
@@ -1737,6 +1786,10 @@ int hd__http_route(hd_http_server *s, const char *method, const char *pattern,
   rt.ud = ud;
   size_t nsegs = 1;
   for (const char *p = pattern + 1; *p; p++) nsegs += *p == '/';
+  if (nsegs > HTTP_MAX_SEGS) {
+    route_free_fields(&rt);
+    return HD_EINVAL;
+  }
   rt.segs = xcalloc(nsegs, sizeof *rt.segs);
   const char *p = pattern + 1;
   for (;;) {

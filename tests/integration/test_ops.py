@@ -124,6 +124,17 @@ class Metrics(H.HeraldTestCase):
         tok = d.provision("idle", "dev")
         j = d.poll("dev", tok, wait=2)
         self.assertEqual(j["messages"], [])
+        # The idle timer is armed once and checks the last read or answer when it fires: a
+        # connection used more often than the timeout outlives several timeouts.
+        c = H.RawHttp(d.http_port)
+        try:
+            for _ in range(8):
+                c.send(H.http_request_bytes("GET", "/healthz"))
+                self.assertEqual(c.read_response().status, 200)
+                time.sleep(0.4)
+            self.assertTrue(c.closed_by_peer())  # and once idle for 1 s, it is closed
+        finally:
+            c.close()
 
     def test_large_payloads(self):
         d = self.start_daemon()

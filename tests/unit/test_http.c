@@ -605,6 +605,10 @@ static void c_404_405(fx *f) {
   cl_roundtrip(f, c, "GET /things/ HTTP/1.1\r\nHost: x\r\n\r\n");
   cl_roundtrip(f, c, "GET /things/7 HTTP/1.1\r\nHost: x\r\n\r\n");
   cl_roundtrip(f, c, "POST /things HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  /* as many segments as a route may have, then one more: no route has that path */
+  cl_roundtrip(f, c, "GET /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_roundtrip(f, c, "GET /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_roundtrip(f, c, "PUT /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p HTTP/1.1\r\nHost: x\r\n\r\n");
   cl_free(c);
 }
 
@@ -628,8 +632,15 @@ static void test_404_405(void **state) {
   assert_int_equal(hd__http_route(f->s, "GET", "/things/{id}", h_text, "one"), 0);
   /* the same method twice on a path is listed once in Allow */
   assert_int_equal(hd__http_route(f->s, "POST", "/{any}", h_text, "any"), 0);
+  assert_int_equal(hd__http_route(f->s, "GET", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/{last}", h_text,
+                                  "deep"), 0);
   fx_run(f, c_404_405);
-  assert_int_equal(f->nr, 5);
+  assert_int_equal(f->nr, 8);
+  assert_int_equal(f->r[5].status, 200);
+  assert_string_equal(f->r[5].body, "deep");
+  assert_int_equal(f->r[6].status, 404);
+  assert_int_equal(f->r[7].status, 405);
+  assert_non_null(strstr(f->r[7].head, "\r\nAllow: GET\r\n"));
   assert_int_equal(f->r[0].status, 404);
   check_json_error(&f->r[0], "not_found", NULL);
   assert_int_equal(f->r[1].status, 405);
@@ -640,7 +651,7 @@ static void test_404_405(void **state) {
   assert_string_equal(f->r[3].body, "one");
   assert_int_equal(f->r[4].status, 200);
   assert_string_equal(f->r[4].body, "made"); /* first route added wins */
-  assert_int_equal(f->stats.responses_4xx, 3);
+  assert_int_equal(f->stats.responses_4xx, 5);
   fx_free(f);
 }
 
@@ -1255,6 +1266,11 @@ static void test_routes_and_listen(void **state) {
   assert_int_equal(hd__http_route(a, "GET", "/{x}/{x}", h_text, "x"), HD_EINVAL);
   assert_int_equal(hd__http_route(a, "get", "/c", h_text, "x"), HD_EINVAL);
   assert_int_equal(hd__http_route(a, "GET", "/c", NULL, "x"), HD_EINVAL);
+  /* at most 16 segments (HTTP_MAX_SEGS): a longer pattern could never match */
+  assert_int_equal(hd__http_route(a, "GET", "/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/{x}", h_text,
+                                  "16"), 0);
+  assert_int_equal(hd__http_route(a, "GET", "/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17",
+                                  h_text, "x"), HD_EINVAL);
   assert_int_equal(hd__http_listen(a, "not-an-ip", 0), HD_EINVAL);
 
   assert_int_equal(hd__http_listen(a, "127.0.0.1", 0), 0);
