@@ -326,22 +326,8 @@ static int tls_flush(hd_http_conn *c, int last) {
 static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
   if (!c->ssl) {
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    if (!w->last) {
-      /* Most answers fit the socket buffer: written now, they need no write request, and
-       * libuv's completion of one would re-register the socket with epoll (an epoll_ctl per
-       * answer, ~4 % of the loop in a long-poll fan-out). uv_try_write declines (EAGAIN)
-       * while earlier bytes are still queued, so order is kept. The last answer of a
-       * connection still goes through uv_write: its callback shuts the connection down. */
-      int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-      if (n == (int)len) {
-        free(w);
-        return 0;
-      }
-      if (n > 0) b = uv_buf_init(w->data + n, (unsigned)(len - (size_t)n));
-      /* An error other than EAGAIN comes back through uv_write's callback, as before. */
-    }
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) == 0) {
-      w->charge = sizeof *w + b.len; /* what it really costs, bookkeeping included */
+      w->charge = sizeof *w + len; /* what it really costs, bookkeeping included */
       c->out_bytes += w->charge;
       return 0;
     }
