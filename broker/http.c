@@ -797,32 +797,6 @@ static void conn_fail(hd_http_conn *c, int status, const char *code, const char 
 
 static void conn_unshare(hd_http_conn *c);
 
-/* Makes room after c->len for the next bytes: the shared buffer when nothing is pending and
- * may_share (only inside this connection's read callback), else a buffer of its own. */
-static inline void conn_room(hd_http_conn *c, int may_share) {
-  if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
-  if (c->off == c->len) c->off = c->len = 0;
-  if (c->len == 0 && may_share && c->s->rbuf) {
-    /* Nothing of our own pending: read into the shared buffer (see hd_http_server.rbuf). */
-    if (!c->shared) free(c->buf);
-    c->buf = c->s->rbuf;
-    c->cap = HTTP_READ_CHUNK;
-    c->shared = 1;
-  } else if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
-    /* Only TLS gets here with the shared buffer: a record decrypted into it left bytes. */
-    if (c->shared) conn_unshare(c);
-    if (c->off) {
-      memmove(c->buf, c->buf + c->off, c->len - c->off);
-      c->len -= c->off;
-      c->off = 0;
-    }
-    if (c->cap - c->len < HTTP_READ_CHUNK / 4) {
-      c->cap = c->len + HTTP_READ_CHUNK;
-      c->buf = xrealloc(c->buf, c->cap);
-    }
-  }
-}
-
 /* How much one read may bring in: never so much that the unparsed bytes a connection keeps
  * for itself exceed the buffer bound (a client pipelining faster than it reads our answers
  * would otherwise park a whole read chunk per connection), but at least a few KiB so that an
@@ -832,6 +806,35 @@ static size_t read_budget(const hd_http_conn *c) {
   uint64_t room = bound > pending ? bound - pending : 0;
   if (room < 4096) room = 4096;
   return room < HTTP_READ_CHUNK ? (size_t)room : HTTP_READ_CHUNK;
+}
+
+/* Makes room after c->len for the next bytes: the shared buffer when nothing is pending and
+ * may_share (only inside this connection's read callback), else a buffer of its own, grown by
+ * no more than one read may bring in (read_budget): a client that pipelines faster than it
+ * reads our answers keeps a few KiB, not a whole read chunk, in each paused connection. */
+static inline void conn_room(hd_http_conn *c, int may_share) {
+  if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
+  if (c->off == c->len) c->off = c->len = 0;
+  if (c->len == 0 && may_share && c->s->rbuf) {
+    /* Nothing of our own pending: read into the shared buffer (see hd_http_server.rbuf). */
+    if (!c->shared) free(c->buf);
+    c->buf = c->s->rbuf;
+    c->cap = HTTP_READ_CHUNK;
+    c->shared = 1;
+  } else if (c->cap - c->len < read_budget(c)) {
+    /* Only TLS gets here with the shared buffer: a record decrypted into it left bytes. */
+    if (c->shared) conn_unshare(c);
+    if (c->off) {
+      memmove(c->buf, c->buf + c->off, c->len - c->off);
+      c->len -= c->off;
+      c->off = 0;
+    }
+    size_t want = read_budget(c);
+    if (c->cap - c->len < want) {
+      c->cap = c->len + want;
+      c->buf = xrealloc(c->buf, c->cap);
+    }
+  }
 }
 
 static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
