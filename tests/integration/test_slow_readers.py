@@ -86,8 +86,10 @@ class SlowReaders(H.HeraldTestCase):
             # Per connection the configured buffers are BOUND of unparsed input plus BOUND of
             # answers not yet called back (allocation included), beside a couple of KiB of its
             # own state. Allow three times that for the allocator's slack and high-water mark:
-            # about 30 KiB a client (measured: 11-27 KiB; before answers were bounded by their
-            # callbacks it was 190 KiB).
+            # about 30 KiB a client (measured: 13 KiB within this window and 21 KiB once every
+            # connection has stopped growing, 40 s later; 42 KiB at that plateau while a paused
+            # connection's own buffer still grew by 64 KiB chunks; 190 KiB before answers were
+            # bounded by their callbacks).
             limit_kb = n * 3 * (2 * BOUND + 2048) // 1024 + 64 * 1024
             print("RSS %d KiB -> peak %d KiB (+%d KiB for %d clients, %d B each; bound %d KiB)" %
                   (base, peak, grown, n, grown * 1024 // max(n, 1), limit_kb))
