@@ -140,13 +140,9 @@ typedef struct hd_kv {
   char *value;
 } hd_kv;
 
-/* A header's name and value: offsets of NUL-terminated strings in the request's hbuf. One
- * buffer holds all of a request's headers, instead of two growing strings each (a dozen
- * allocations per request, ~10 % of the loop with the rest of a request's). */
-#define HDR_NO_VALUE SIZE_MAX
 typedef struct hd_hdr {
-  size_t name;
-  size_t value; /* HDR_NO_VALUE: none came (an empty value) */
+  sbuf name;
+  sbuf value;
 } hd_hdr;
 
 typedef struct hd_http_conn hd_http_conn;
@@ -157,7 +153,6 @@ struct hd_http_req {
   const char *method;  /* static string from http_method_str() */
   sbuf url;            /* request target as received */
   char *path;          /* raw path (no query), NUL-terminated */
-  sbuf hbuf;           /* every header's name and value, each NUL-terminated */
   hd_hdr *headers;
   size_t nheaders;
   size_t capheaders;
@@ -460,7 +455,10 @@ static void req_free(hd_http_req *r) {
   if (!r) return;
   free(r->url.p);
   free(r->path);
-  free(r->hbuf.p);
+  for (size_t i = 0; i < r->nheaders; i++) {
+    free(r->headers[i].name.p);
+    free(r->headers[i].value.p);
+  }
   free(r->headers);
   kv_free(r->params, r->nparams);
   kv_free(r->query, r->nquery);
@@ -1518,11 +1516,9 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
       r->capheaders = r->capheaders ? r->capheaders * 2 : 8;
       r->headers = xrealloc(r->headers, r->capheaders * sizeof *r->headers);
     }
-    if (r->nheaders) sbuf_add(&r->hbuf, "", 1); /* ends the previous value */
-    r->headers[r->nheaders].name = r->hbuf.len;
-    r->headers[r->nheaders++].value = HDR_NO_VALUE;
+    memset(&r->headers[r->nheaders++], 0, sizeof *r->headers);
   }
-  sbuf_add(&r->hbuf, at, n); /* a name split across reads continues in place */
+  sbuf_add(&r->headers[r->nheaders - 1].name, at, n);
   c->last_cb = HDR_FIELD;
   return 0;
 }
@@ -1532,11 +1528,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   hd_http_req *r = c->cur;
   if (count_header(c, n)) return -1;
   if (r->nheaders == 0) return -1;
-  if (c->last_cb == HDR_FIELD) {
-    sbuf_add(&r->hbuf, "", 1); /* ends the name */
-    r->headers[r->nheaders - 1].value = r->hbuf.len;
-  }
-  sbuf_add(&r->hbuf, at, n);
+  sbuf_add(&r->headers[r->nheaders - 1].value, at, n);
   c->last_cb = HDR_VALUE;
   return 0;
 }
@@ -1548,11 +1540,11 @@ static int on_headers_complete(http_parser *p) {
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
   for (size_t i = 0; i < r->nheaders; i++) {
-    if (r->headers[i].value == HDR_NO_VALUE) continue;
+    sbuf *v = &r->headers[i].value;
+    sbuf_add(&r->headers[i].name, "", 0);
+    sbuf_add(v, "", 0);
     /* http-parser drops leading whitespace of a value but keeps the trailing one. */
-    char *v = r->hbuf.p + r->headers[i].value;
-    size_t vl = strlen(v);
-    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) v[--vl] = 0;
+    while (v->len && (v->p[v->len - 1] == ' ' || v->p[v->len - 1] == '\t')) v->p[--v->len] = 0;
   }
   int chunked = (p->flags & F_CHUNKED) != 0;
   int has_length = !chunked && p->content_length != ULLONG_MAX;
@@ -2036,8 +2028,8 @@ const char *hd__http_query(hd_http_req *r, const char *name) {
 const char *hd__http_header(hd_http_req *r, const char *name) {
   req_check(r);
   for (size_t i = 0; i < r->nheaders; i++)
-    if (strcasecmp(r->hbuf.p + r->headers[i].name, name) == 0)
-      return r->headers[i].value == HDR_NO_VALUE ? "" : r->hbuf.p + r->headers[i].value;
+    if (r->headers[i].name.p && strcasecmp(r->headers[i].name.p, name) == 0)
+      return r->headers[i].value.p ? r->headers[i].value.p : "";
   return NULL;
 }
 
@@ -2079,19 +2071,21 @@ const char *hd__http_peer(const hd_http_req *r) {
  * headers and body go. A held long-poll's parsed request was over half of what it cost (docs/PERFORMANCE.md). */
 static void req_strip(hd_http_req *r) {
   if (r->spool) return; /* a spooled body's request is still being read */
-  const char *origin = r->cors > 0 ? hd__http_header(r, "Origin") : NULL;
-  sbuf kept = {0};
-  if (origin) { /* the answer still needs it (CORS); nothing else of the headers */
-    sbuf_add(&kept, "Origin", 7); /* with its NUL */
-    sbuf_adds(&kept, origin);
+  size_t keep = r->nheaders;
+  for (size_t i = 0; i < r->nheaders; i++)
+    if (r->cors > 0 && keep == r->nheaders && r->headers[i].name.p &&
+        strcasecmp(r->headers[i].name.p, "Origin") == 0)
+      keep = i;
+  for (size_t i = 0; i < r->nheaders; i++) {
+    if (i == keep) continue;
+    free(r->headers[i].name.p);
+    free(r->headers[i].value.p);
   }
-  free(r->hbuf.p);
-  r->hbuf = kept;
-  if (origin) {
+  if (keep < r->nheaders) {
+    hd_hdr h = r->headers[keep];
     hd_hdr *one = realloc(r->headers, sizeof *one);
     if (one) r->headers = one;
-    r->headers[0].name = 0;
-    r->headers[0].value = 7;
+    r->headers[0] = h;
     r->nheaders = r->capheaders = 1;
   } else {
     free(r->headers);
