@@ -55,6 +55,7 @@ static void on_publish_done(hd_op *op) {
     /* Acknowledge first: the message is durable and the publisher waits on nothing else. */
     c->cb(c->ud, 0, op->u.pub.seq, NULL);
     if (op->u.pub.seq > b->seq_woken) b->seq_woken = op->u.pub.seq;
+    if (op->u.pub.hook) b->regs_gen++; /* it may have registered the device */
     if (op->u.pub.dev_num) hd__router_wake_device(b->router, op->u.pub.dev_num);
     else hd__router_wake_app(b->router, op->u.pub.app_num);
     hd__events_published(b->events, c->tenant->name, c->appid, op->u.pub.seq, c->to,
@@ -186,6 +187,7 @@ static void on_register_done(hd_op *op) {
     free(c);
     return;
   }
+  c->b->regs_gen++; /* committed: cached app sets must be read again */
   char token[HD_TOKEN_MAX];
   int rc = hd__token_mint(c->tenant, c->device, op->u.reg.dev.gen, token, sizeof token);
   if (rc) {

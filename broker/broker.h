@@ -52,6 +52,10 @@ typedef struct hd_broker {
   /* The highest message id whose commit has run its wake-ups (loop thread; at start, the
    * store's last id). A fetch after it can find nothing a wake-up will not announce. */
   uint64_t seq_woken;
+  /* Bumped (loop thread) when a committed write may have added a registration: a register,
+   * or a publish whose hook may register (release notices). Devices' cached app sets older
+   * than it are read again. */
+  uint64_t regs_gen;
   void *zctx;                  /* the ZeroMQ context */
   char plugin_dir[4096];
   uv_signal_t sigint, sigterm;

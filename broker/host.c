@@ -89,7 +89,10 @@ static int h_device_auth(hd_plugin *p, const char *device_id, const char *token,
   return 0;
 }
 
-static void h_device_free(hd_device *d) { free(d); }
+static void h_device_free(hd_device *d) {
+  if (d) free(d->apps);
+  free(d);
+}
 static const char *h_device_id(const hd_device *d) { return d->id; }
 static const char *h_device_tenant(const hd_device *d) { return d->tenant->name; }
 
@@ -181,17 +184,24 @@ static const hd_msg *h_batch_msg(const hd_batch *b, size_t i) {
 }
 static uint64_t h_batch_cursor(const hd_batch *b) { return b->cursor; }
 
-static hd_watch *h_watch(hd_plugin *p, const hd_device *d, hd_wake_cb cb, void *ud) {
-  hd_store_reg regs[256];
-  uint32_t apps[256];
-  size_t n = 0;
-  MDB_txn *txn;
-  if (hd__store_rbegin(p->b->store, &txn)) return NULL;
-  int rc = hd__store_r_regs(p->b->store, txn, d->dev_num, regs, 256, &n);
-  hd__store_rend(p->b->store, txn);
-  if (rc) return NULL;
-  for (size_t i = 0; i < n; i++) apps[i] = regs[i].app_num;
-  return hd__router_watch(p->b->router, d->dev_num, apps, n, cb, ud);
+static hd_watch *h_watch(hd_plugin *p, const hd_device *cd, hd_wake_cb cb, void *ud) {
+  hd_device *d = (hd_device *)cd; /* its app cache only; the ABI's const is for the plugin */
+  if (!d->apps || d->apps_gen != p->b->regs_gen) {
+    hd_store_reg regs[HD_STORE_MAX_REGS];
+    size_t n = 0;
+    MDB_txn *txn;
+    if (hd__store_rbegin(p->b->store, &txn)) return NULL;
+    int rc = hd__store_r_regs(p->b->store, txn, d->dev_num, regs, HD_STORE_MAX_REGS, &n);
+    hd__store_rend(p->b->store, txn);
+    if (rc) return NULL;
+    uint32_t *apps = realloc(d->apps, (n ? n : 1) * sizeof *apps);
+    if (!apps) return NULL;
+    for (size_t i = 0; i < n; i++) apps[i] = regs[i].app_num;
+    d->apps = apps;
+    d->napps = (uint32_t)n;
+    d->apps_gen = p->b->regs_gen;
+  }
+  return hd__router_watch(p->b->router, d->dev_num, d->apps, d->napps, cb, ud);
 }
 
 

@@ -32,6 +32,12 @@ struct hd_batch {
 struct hd_device {
   hd_tenant *tenant;
   uint64_t dev_num;
+  /* The device's app numbers as of hd_broker.regs_gen == apps_gen (NULL: not read yet): a
+   * connection re-arms its watch after every wake-up, and the app set changes only with a
+   * registration. Owned by the device, freed with it. */
+  uint32_t *apps;
+  uint32_t napps;
+  uint64_t apps_gen;
   char id[]; /* sized to the id: one is kept per held poll and per connection */
 };
 

@@ -12,7 +12,6 @@
 #include "herald/error.h"
 
 #define HD_STORE_SCHEMA 2 /* 2: ack rows carry the app */
-#define HD_STORE_MAX_REGS 256 /* apps one device may register for */
 #define MSG_HDR 32
 
 enum {

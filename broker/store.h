@@ -149,6 +149,7 @@ void hd__store_rend(hd_store *s, MDB_txn *t);
 
 int hd__store_r_device(hd_store *s, MDB_txn *t, uint32_t tenant, const char *device_id,
                        hd_store_device *out);
+#define HD_STORE_MAX_REGS 256 /* apps one device may register for */
 /* The device's registrations, up to max; *n gets how many. */
 int hd__store_r_regs(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *regs, size_t max,
                      size_t *n);

@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import herald_harness as H  # noqa: E402
 from herald_harness import SANITIZED, HeraldTestCase, deadline, main  # noqa: E402
 from ipconn_harness import RawClient, ipconn_conf, ipconn_port  # noqa: E402
 
@@ -125,6 +126,38 @@ class IpconnProtocol(HeraldTestCase):
         later = d.publish("sports", {"goal": 1})
         m = c.recv_type("msg", timeout=5.0)
         self.assertEqual((str(m["id"]), m["app"], m["data"]), (later, "sports", {"goal": 1}))
+
+    def test_app_registered_by_a_release_notice_is_watched_at_once(self):
+        # A release notice registers a device that only reported the app in an update-check
+        # inventory (in the notice's own commit). The connection re-arms its watch from its
+        # device's cached app set, which that commit must invalidate like a registration, or
+        # the app's broadcasts would wait for some other wake-up.
+        d, port = self.start(heartbeat=30)
+        c, token, _ = self.connect(d, port, "phone-n")
+        first = d.publish("news", {"n": 1})
+        m = c.recv_type("msg")
+        self.assertEqual(str(m["id"]), first)
+        c.ack([m["id"]])
+        c.recv_type("acked")
+
+        def upload(version):
+            r = H.curl("POST", d.u("/v1/apps/mail/releases?version=%s&rollout=100" % version),
+                       os.urandom(1000), token=d.key,
+                       headers=["Content-Type: application/octet-stream"])
+            self.assertEqual(r.status, 201, r)
+        upload("1.0.0")
+        r = H.curl("POST", d.u("/v1/devices/phone-n/update-check"),
+                   {"inventory": [{"app": "mail", "version": "1.0.0"}]}, token=token)
+        self.assertEqual(r.status, 200, r)
+        upload("1.1.0")
+        n = c.recv_type("msg", timeout=10.0)
+        self.assertEqual((n["app"], n["data"]["kind"], n["data"]["version"]),
+                         ("mail", "release", "1.1.0"))
+        c.ack([n["id"]])
+        c.recv_type("acked")
+        later = d.publish("mail", {"m": 1})
+        m = c.recv_type("msg", timeout=5.0)
+        self.assertEqual((str(m["id"]), m["app"]), (later, "mail"))
 
     def test_window_limits_unacked_messages(self):
         d, port = self.start(max_inflight=4)
