@@ -558,10 +558,10 @@ query:
   return 0;
 }
 
-/* Path segments: the text after the leading '/' split on '/'; "/" is one empty segment.
- * Patterns are split the same way so that both sides agree on trailing slashes. */
 /* A request path split into segments once, so that finding its route compares lengths and
- * bytes per route instead of scanning the path again for each of them. */
+ * bytes per route instead of scanning the path again for each of them. Segments are the text
+ * after the leading '/' split on '/' ("/" is one empty segment); patterns are split the same
+ * way so that both sides agree on trailing slashes. */
 typedef struct path_segs {
   size_t n; /* HTTP_MAX_SEGS + 1: too many to match any route */
   const char *p[HTTP_MAX_SEGS];
@@ -808,8 +808,8 @@ static size_t read_budget(const hd_http_conn *c) {
 
 /* Makes room after c->len for the next bytes: the shared buffer when nothing is pending and
  * may_share (only inside this connection's read callback), else a buffer of its own, grown by
- * no more than one read may bring in (read_budget): a client that pipelines faster than it
- * reads our answers keeps a few KiB, not a whole read chunk, in each paused connection. */
+ * no more than one read may bring in (read_budget): a connection paused with bytes pending
+ * keeps a buffer that follows the bound, not a whole read chunk more each time. */
 static inline void conn_room(hd_http_conn *c, int may_share) {
   if (c->finishing) c->off = c->len = 0; /* input is only drained from now on */
   if (c->off == c->len) c->off = c->len = 0;
