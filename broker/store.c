@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "bytes.h"
 #include "herald/error.h"
 
 #define HD_STORE_SCHEMA 2 /* 2: ack rows carry the app */
@@ -51,20 +52,6 @@ struct hd_store {
   char wapp_id[HD_STORE_MAX_ID + 1]; /* "" : not known */
 };
 
-/* ---- byte helpers ---- */
-static void be32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
-  p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
-}
-static void be64(unsigned char *p, uint64_t v) {
-  be32(p, (uint32_t)(v >> 32));
-  be32(p + 4, (uint32_t)v);
-}
-static uint32_t rd32(const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) << 32 | rd32(p + 4); }
-
 #define MV(p, n) ((MDB_val){.mv_size = (n), .mv_data = (void *)(p)})
 
 static int merr(int rc) { return hd_err_from_mdb(rc); }
@@ -94,12 +81,12 @@ int hd__store_open(const char *dir, uint64_t map_size, hd_store **out) {
     rc = mdb_get(t, s->dbi[DB_META], &k, &v);
     if (rc == MDB_NOTFOUND) {
       unsigned char b[4];
-      be32(b, HD_STORE_SCHEMA);
+      hd_be32(b, HD_STORE_SCHEMA);
       v = MV(b, 4);
       if ((rc = mdb_put(t, s->dbi[DB_META], &k, &v, 0))) goto fail;
     } else if (rc) {
       goto fail;
-    } else if (v.mv_size != 4 || rd32(v.mv_data) != HD_STORE_SCHEMA) {
+    } else if (v.mv_size != 4 || hd_rd32(v.mv_data) != HD_STORE_SCHEMA) {
       rc = EINVAL;
       goto fail;
     }
@@ -140,13 +127,13 @@ int hd__store_dbi(hd_store *s, const char *name, MDB_dbi *out) {
 static uint64_t meta_u64(hd_store *s, MDB_txn *t, const char *name) {
   MDB_val k = MV(name, strlen(name)), v;
   if (mdb_get(t, s->dbi[DB_META], &k, &v) || v.mv_size != 8) return 0;
-  return rd64(v.mv_data);
+  return hd_rd64(v.mv_data);
 }
 
 /* LMDB's code, for callers that hand it to mdb-level error handling (hd__store_wcommit). */
 static int meta_put_u64_mdb(hd_store *s, MDB_txn *t, const char *name, uint64_t val) {
   unsigned char b[8];
-  be64(b, val);
+  hd_be64(b, val);
   MDB_val k = MV(name, strlen(name)), v = MV(b, 8);
   return mdb_put(t, s->dbi[DB_META], &k, &v, 0);
 }
@@ -204,13 +191,13 @@ int hd__store_w_tenant(hd_store *s, MDB_txn *t, const char *name, uint32_t *num)
   MDB_val k = MV(name, strlen(name)), v;
   int rc = mdb_get(t, s->dbi[DB_TENANTS], &k, &v);
   if (rc == 0 && v.mv_size == 4) {
-    *num = rd32(v.mv_data);
+    *num = hd_rd32(v.mv_data);
     return 0;
   }
   if (rc != MDB_NOTFOUND) return merr(rc ? rc : EINVAL);
   uint64_t n = meta_u64(s, t, "next_tenant") + 1;
   unsigned char b[4];
-  be32(b, (uint32_t)n);
+  hd_be32(b, (uint32_t)n);
   v = MV(b, 4);
   if ((rc = mdb_put(t, s->dbi[DB_TENANTS], &k, &v, 0))) return merr(rc);
   *num = (uint32_t)n;
@@ -224,13 +211,13 @@ int hd__store_tenant_find(hd_store *s, MDB_txn *t, const char *name, uint32_t *n
   int rc = mdb_get(t, s->dbi[DB_TENANTS], &k, &v);
   if (rc) return merr(rc);
   if (v.mv_size != 4) return HD_EIO;
-  *num = rd32(v.mv_data);
+  *num = hd_rd32(v.mv_data);
   return 0;
 }
 
 static size_t app_key(unsigned char *k, uint32_t tenant, const char *appid) {
   size_t n = strlen(appid);
-  be32(k, tenant);
+  hd_be32(k, tenant);
   memcpy(k + 4, appid, n);
   return 4 + n;
 }
@@ -247,7 +234,7 @@ int hd__store_w_app(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid,
   MDB_val k = MV(kb, app_key(kb, tenant, appid)), v;
   int rc = mdb_get(t, s->dbi[DB_APPS], &k, &v);
   if (rc == 0) {
-    *app_num = rd32(v.mv_data);
+    *app_num = hd_rd32(v.mv_data);
     if (t == s->wtxn) {
       s->wapp_tenant = tenant;
       s->wapp_num = *app_num;
@@ -260,7 +247,7 @@ int hd__store_w_app(hd_store *s, MDB_txn *t, uint32_t tenant, const char *appid,
   uint64_t n = meta_u64(s, t, "next_app") + 1;
   if (n > UINT32_MAX) return HD_EFULL;
   unsigned char nb[4];
-  be32(nb, (uint32_t)n);
+  hd_be32(nb, (uint32_t)n);
   v = MV(nb, 4);
   if ((rc = mdb_put(t, s->dbi[DB_APPS], &k, &v, 0))) return merr(rc);
   MDB_val nk = MV(nb, 4), nv = k; /* app_num -> tenant(4) appid: the same bytes as the key */
@@ -275,10 +262,10 @@ static int msg_decode(uint64_t seq, const MDB_val *v, hd_store_msg *m) {
   size_t clen = (size_t)b[2] << 8 | b[3];
   if (MSG_HDR + clen > v->mv_size) return HD_EIO;
   m->seq = seq;
-  m->app_num = rd32(b + 4);
-  m->created_ms = (int64_t)rd64(b + 8);
-  m->expires_ms = (int64_t)rd64(b + 16);
-  m->dev_num = rd64(b + 24);
+  m->app_num = hd_rd32(b + 4);
+  m->created_ms = (int64_t)hd_rd64(b + 8);
+  m->expires_ms = (int64_t)hd_rd64(b + 16);
+  m->dev_num = hd_rd64(b + 24);
   m->collapse = (const char *)b + MSG_HDR;
   m->collapse_len = clen;
   m->data = b + MSG_HDR + clen;
@@ -290,28 +277,28 @@ static int msg_decode(uint64_t seq, const MDB_val *v, hd_store_msg *m) {
 static MDB_dbi msg_key(hd_store *s, uint32_t app_num, uint64_t dev_num, uint64_t seq,
                        unsigned char *k, MDB_val *kv) {
   if (dev_num) {
-    be64(k, dev_num);
-    be64(k + 8, seq);
+    hd_be64(k, dev_num);
+    hd_be64(k + 8, seq);
     *kv = MV(k, 16);
     return s->dbi[DB_DIRECT];
   }
-  be32(k, app_num);
-  be64(k + 4, seq);
+  hd_be32(k, app_num);
+  hd_be64(k + 4, seq);
   *kv = MV(k, 12);
   return s->dbi[DB_LOG];
 }
 
 static size_t collapse_key(unsigned char *k, uint32_t app_num, uint64_t dev_num, const char *c,
                            size_t clen) {
-  be32(k, app_num);
-  be64(k + 4, dev_num);
+  hd_be32(k, app_num);
+  hd_be64(k + 4, dev_num);
   memcpy(k + 12, c, clen);
   return 12 + clen;
 }
 
 static void expiry_key(unsigned char *k, int64_t expires_ms, uint64_t seq) {
-  be64(k, (uint64_t)expires_ms);
-  be64(k + 8, seq);
+  hd_be64(k, (uint64_t)expires_ms);
+  hd_be64(k + 8, seq);
 }
 
 /* Remove a stored message and the index rows that point at it. HD_ENOTFOUND if gone. */
@@ -331,7 +318,7 @@ static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_nu
     MDB_val ck = MV(cb, collapse_key(cb, m.app_num, m.dev_num, m.collapse, m.collapse_len)), cv;
     /* Only drop the collapse row if it still names this message, not a newer one. */
     if (mdb_get(t, s->dbi[DB_COLLAPSE], &ck, &cv) == 0 && cv.mv_size == 8 &&
-        rd64(cv.mv_data) == seq) {
+        hd_rd64(cv.mv_data) == seq) {
       if ((rc = mdb_del(t, s->dbi[DB_COLLAPSE], &ck, NULL))) return merr(rc);
     }
   }
@@ -350,14 +337,14 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
     MDB_val cv;
     rc = mdb_get(t, s->dbi[DB_COLLAPSE], &ck, &cv);
     if (rc == 0 && cv.mv_size == 8) {
-      uint64_t old = rd64(cv.mv_data);
+      uint64_t old = hd_rd64(cv.mv_data);
       rc = msg_delete(s, t, p->app_num, p->dev_num, old);
       if (rc == 0) *replaced = old;
       else if (rc != HD_ENOTFOUND) return rc;
     } else if (rc && rc != MDB_NOTFOUND) {
       return merr(rc);
     }
-    be64(sb, n);
+    hd_be64(sb, n);
     cv = MV(sb, 8);
     if ((rc = mdb_put(t, s->dbi[DB_COLLAPSE], &ck, &cv, 0))) return merr(rc);
   }
@@ -372,16 +359,16 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
   b[1] = p->dev_num ? 1 : 0;
   b[2] = (unsigned char)(p->collapse_len >> 8);
   b[3] = (unsigned char)p->collapse_len;
-  be32(b + 4, p->app_num);
-  be64(b + 8, (uint64_t)p->now_ms);
-  be64(b + 16, (uint64_t)p->expires_ms);
-  be64(b + 24, p->dev_num);
+  hd_be32(b + 4, p->app_num);
+  hd_be64(b + 8, (uint64_t)p->now_ms);
+  hd_be64(b + 16, (uint64_t)p->expires_ms);
+  hd_be64(b + 24, p->dev_num);
   if (p->collapse_len) memcpy(b + MSG_HDR, p->collapse, p->collapse_len);
   if (p->data_len) memcpy(b + MSG_HDR + p->collapse_len, p->data, p->data_len);
   unsigned char lb[12];
   expiry_key(eb, p->expires_ms, n);
-  be32(lb, p->app_num);
-  be64(lb + 4, p->dev_num);
+  hd_be32(lb, p->app_num);
+  hd_be64(lb + 4, p->dev_num);
   MDB_val ek = MV(eb, 16), ev = MV(lb, 12); /* where the message lives, for the sweeper */
   if ((rc = mdb_put(t, s->dbi[DB_EXPIRY], &ek, &ev, 0))) return merr(rc);
   if (t == s->wtxn) {
@@ -396,7 +383,7 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
 
 static size_t device_key(unsigned char *k, uint32_t tenant, const char *id) {
   size_t n = strlen(id);
-  be32(k, tenant);
+  hd_be32(k, tenant);
   memcpy(k + 4, id, n);
   return 4 + n;
 }
@@ -410,9 +397,9 @@ static int device_get(hd_store *s, MDB_txn *t, uint32_t tenant, const char *id,
   if (rc) return merr(rc);
   if (v.mv_size < 20) return HD_EIO;
   out->tenant_num = tenant;
-  out->dev_num = rd64(v.mv_data);
-  out->gen = rd32((const unsigned char *)v.mv_data + 8);
-  out->created_ms = (int64_t)rd64((const unsigned char *)v.mv_data + 12);
+  out->dev_num = hd_rd64(v.mv_data);
+  out->gen = hd_rd32((const unsigned char *)v.mv_data + 8);
+  out->created_ms = (int64_t)hd_rd64((const unsigned char *)v.mv_data + 12);
   return 0;
 }
 
@@ -426,13 +413,13 @@ int hd__store_w_device_create(hd_store *s, MDB_txn *t, uint32_t tenant, const ch
   unsigned char kb[4 + HD_STORE_MAX_ID], vb[20], nb[8];
   if (strlen(device_id) > HD_STORE_MAX_ID || !*device_id) return HD_EINVAL;
   uint64_t n = meta_u64(s, t, "next_dev") + 1;
-  be64(vb, n);
-  be32(vb + 8, 1);
-  be64(vb + 12, (uint64_t)now_ms);
+  hd_be64(vb, n);
+  hd_be32(vb + 8, 1);
+  hd_be64(vb + 12, (uint64_t)now_ms);
   MDB_val k = MV(kb, device_key(kb, tenant, device_id)), v = MV(vb, 20);
   int rc = mdb_put(t, s->dbi[DB_DEVICES], &k, &v, MDB_NOOVERWRITE);
   if (rc) return merr(rc);
-  be64(nb, n);
+  hd_be64(nb, n);
   MDB_val nk = MV(nb, 8);
   if ((rc = mdb_put(t, s->dbi[DB_DEV_NAMES], &nk, &k, 0))) return merr(rc);
   if ((rc = meta_put_u64(s, t, "next_dev", n))) return rc;
@@ -451,16 +438,16 @@ int hd__store_w_device_bump(hd_store *s, MDB_txn *t, uint32_t tenant, const char
   /* Wrapping to 1 would make the oldest tokens valid again. */
   if (out->gen == UINT32_MAX) return HD_ETOOBIG;
   out->gen++;
-  be64(vb, out->dev_num);
-  be32(vb + 8, out->gen);
-  be64(vb + 12, (uint64_t)out->created_ms);
+  hd_be64(vb, out->dev_num);
+  hd_be32(vb + 8, out->gen);
+  hd_be64(vb + 12, (uint64_t)out->created_ms);
   MDB_val k = MV(kb, device_key(kb, tenant, device_id)), v = MV(vb, 20);
   return merr(mdb_put(t, s->dbi[DB_DEVICES], &k, &v, 0));
 }
 
 static void reg_key(unsigned char *k, uint64_t dev_num, uint32_t app_num) {
-  be64(k, dev_num);
-  be32(k + 8, app_num);
+  hd_be64(k, dev_num);
+  hd_be32(k + 8, app_num);
 }
 
 int hd__store_w_is_registered(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app_num) {
@@ -482,13 +469,13 @@ static int regs_list(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *re
   *n = 0;
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 12 || rd64(k.mv_data) != dev_num) break;
+    if (k.mv_size != 12 || hd_rd64(k.mv_data) != dev_num) break;
     if (*n == max) {
       mdb_cursor_close(c);
       return HD_ETOOBIG;
     }
-    regs[*n].app_num = rd32((const unsigned char *)k.mv_data + 8);
-    regs[*n].floor = v.mv_size == 8 ? rd64(v.mv_data) : 0;
+    regs[*n].app_num = hd_rd32((const unsigned char *)k.mv_data + 8);
+    regs[*n].floor = v.mv_size == 8 ? hd_rd64(v.mv_data) : 0;
     (*n)++;
   }
   mdb_cursor_close(c);
@@ -504,11 +491,11 @@ int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app
   if (n >= HD_STORE_MAX_REGS) return HD_ETOOBIG;
   unsigned char kb[12], fb[8], ab[12];
   reg_key(kb, dev_num, app_num);
-  be64(fb, seq_now(s, t));
+  hd_be64(fb, seq_now(s, t));
   MDB_val k = MV(kb, 12), v = MV(fb, 8);
   if ((rc = mdb_put(t, s->dbi[DB_REGS], &k, &v, 0))) return merr(rc);
-  be32(ab, app_num);
-  be64(ab + 4, dev_num);
+  hd_be32(ab, app_num);
+  hd_be64(ab + 4, dev_num);
   MDB_val ak = MV(ab, 12), av = MV("", 0);
   return merr(mdb_put(t, s->dbi[DB_APP_DEVS], &ak, &av, 0));
 }
@@ -516,14 +503,14 @@ int hd__store_w_register(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t app
 /* An ack row: per device and app, so the floor can drop every row below it with one range
  * delete, including rows of messages that collapse or expiry removed meanwhile. */
 static void ack_key(unsigned char *k, uint64_t dev_num, uint32_t app_num, uint64_t seq) {
-  be64(k, dev_num);
-  be32(k + 8, app_num);
-  be64(k + 12, seq);
+  hd_be64(k, dev_num);
+  hd_be32(k + 8, app_num);
+  hd_be64(k + 12, seq);
 }
 
 static void dseq_key(unsigned char *k, uint64_t dev_num, uint64_t seq) {
-  be64(k, dev_num);
-  be64(k + 8, seq);
+  hd_be64(k, dev_num);
+  hd_be64(k + 8, seq);
 }
 
 /* Raise the device's floor for one app (from r->floor, which may already be ahead of the
@@ -537,13 +524,13 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   int rc = mdb_cursor_open(t, s->dbi[DB_LOG], &c);
   if (rc) return merr(rc);
   uint64_t floor = r->floor;
-  be32(kb, r->app_num);
-  be64(kb + 4, floor + 1);
+  hd_be32(kb, r->app_num);
+  hd_be64(kb + 4, floor + 1);
   MDB_val k = MV(kb, 12), v;
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 12 || rd32(k.mv_data) != r->app_num) break;
-    uint64_t seq = rd64((const unsigned char *)k.mv_data + 4);
+    if (k.mv_size != 12 || hd_rd32(k.mv_data) != r->app_num) break;
+    uint64_t seq = hd_rd64((const unsigned char *)k.mv_data + 4);
     hd_store_msg m;
     if (msg_decode(seq, &v, &m)) break;
     ack_key(ab, dev_num, r->app_num, seq);
@@ -568,8 +555,8 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
     const unsigned char *kp = k.mv_data;
-    if (k.mv_size != 20 || rd64(kp) != dev_num || rd32(kp + 8) != r->app_num ||
-        rd64(kp + 12) > floor)
+    if (k.mv_size != 20 || hd_rd64(kp) != dev_num || hd_rd32(kp + 8) != r->app_num ||
+        hd_rd64(kp + 12) > floor)
       break;
     if ((rc = mdb_cursor_del(c, 0))) break;
   }
@@ -578,7 +565,7 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
   r->floor = floor;
   unsigned char rk[12], fb[8];
   reg_key(rk, dev_num, r->app_num);
-  be64(fb, floor);
+  hd_be64(fb, floor);
   MDB_val rkey = MV(rk, 12), fv = MV(fb, 8);
   return merr(mdb_put(t, s->dbi[DB_REGS], &rkey, &fv, 0));
 }
@@ -588,14 +575,14 @@ static int floor_advance(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg
  * does. 0 if not (something unacked or expired lies between), or a negative HD_E*. */
 static int next_after_floor(MDB_cursor *log, const hd_store_reg *r, uint64_t seq) {
   unsigned char kb[12];
-  be32(kb, r->app_num);
-  be64(kb + 4, r->floor + 1);
+  hd_be32(kb, r->app_num);
+  hd_be64(kb + 4, r->floor + 1);
   MDB_val k = MV(kb, 12), v;
   int rc = mdb_cursor_get(log, &k, &v, MDB_SET_RANGE);
   if (rc == MDB_NOTFOUND) return 0;
   if (rc) return merr(rc);
-  return k.mv_size == 12 && rd32(k.mv_data) == r->app_num &&
-         rd64((const unsigned char *)k.mv_data + 4) == seq;
+  return k.mv_size == 12 && hd_rd32(k.mv_data) == r->app_num &&
+         hd_rd64((const unsigned char *)k.mv_data + 4) == seq;
 }
 
 int hd__store_w_ack(hd_store *s, MDB_txn *t, uint64_t dev_num, const uint64_t *ids, size_t n,
@@ -669,12 +656,12 @@ int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_
     if (rc) return merr(rc);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < cap;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-      if (k.mv_size != 16 || (int64_t)rd64(k.mv_data) > now_ms) break;
+      if (k.mv_size != 16 || (int64_t)hd_rd64(k.mv_data) > now_ms) break;
       if (v.mv_size != 12) continue;
-      due[n].exp = rd64(k.mv_data);
-      due[n].seq = rd64((const unsigned char *)k.mv_data + 8);
-      due[n].app = rd32(v.mv_data);
-      due[n].dev = rd64((const unsigned char *)v.mv_data + 4);
+      due[n].exp = hd_rd64(k.mv_data);
+      due[n].seq = hd_rd64((const unsigned char *)k.mv_data + 8);
+      due[n].app = hd_rd32(v.mv_data);
+      due[n].dev = hd_rd64((const unsigned char *)v.mv_data + 4);
       n++;
     }
     mdb_cursor_close(c);
@@ -801,12 +788,12 @@ int hd__store_r_regs(hd_store *s, MDB_txn *t, uint64_t dev_num, hd_store_reg *re
 int hd__store_r_app_name(hd_store *s, MDB_txn *t, uint32_t app_num, uint32_t *tenant, char *buf,
                          size_t buflen) {
   unsigned char kb[4];
-  be32(kb, app_num);
+  hd_be32(kb, app_num);
   MDB_val k = MV(kb, 4), v;
   int rc = mdb_get(t, s->dbi[DB_APP_NAMES], &k, &v);
   if (rc) return merr(rc);
   if (v.mv_size < 5 || v.mv_size - 4 >= buflen) return HD_EIO;
-  *tenant = rd32(v.mv_data);
+  *tenant = hd_rd32(v.mv_data);
   memcpy(buf, (const char *)v.mv_data + 4, v.mv_size - 4);
   buf[v.mv_size - 4] = 0;
   return 0;
@@ -817,25 +804,25 @@ int hd__store_r_app_num(hd_store *s, MDB_txn *t, uint32_t tenant, const char *ap
   unsigned char kb[4 + HD_STORE_MAX_ID];
   size_t n = strlen(appid);
   if (n == 0 || n > HD_STORE_MAX_ID) return HD_ENOTFOUND;
-  be32(kb, tenant);
+  hd_be32(kb, tenant);
   memcpy(kb + 4, appid, n);
   MDB_val k = MV(kb, 4 + n), v;
   int rc = mdb_get(t, s->dbi[DB_APPS], &k, &v);
   if (rc) return merr(rc);
   if (v.mv_size != 4) return HD_EIO;
-  *app_num = rd32(v.mv_data);
+  *app_num = hd_rd32(v.mv_data);
   return 0;
 }
 
 int hd__store_r_dev_name(hd_store *s, MDB_txn *t, uint64_t dev_num, uint32_t *tenant, char *buf,
                          size_t buflen) {
   unsigned char kb[8];
-  be64(kb, dev_num);
+  hd_be64(kb, dev_num);
   MDB_val k = MV(kb, 8), v;
   int rc = mdb_get(t, s->dbi[DB_DEV_NAMES], &k, &v);
   if (rc) return merr(rc);
   if (v.mv_size < 5 || v.mv_size - 4 >= buflen) return HD_EIO;
-  *tenant = rd32(v.mv_data);
+  *tenant = hd_rd32(v.mv_data);
   memcpy(buf, (const char *)v.mv_data + 4, v.mv_size - 4);
   buf[v.mv_size - 4] = 0;
   return 0;
@@ -849,13 +836,13 @@ int hd__store_r_app_devs_page(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_
   if (after == UINT64_MAX) return 0;
   int rc = mdb_cursor_open(t, s->dbi[DB_APP_DEVS], &c);
   if (rc) return merr(rc);
-  be32(kb, app_num);
-  be64(kb + 4, after + 1);
+  hd_be32(kb, app_num);
+  hd_be64(kb + 4, after + 1);
   MDB_val k = MV(kb, 12), v;
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && *n < max;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 12 || rd32(k.mv_data) != app_num) break;
-    devs[(*n)++] = rd64((const unsigned char *)k.mv_data + 4);
+    if (k.mv_size != 12 || hd_rd32(k.mv_data) != app_num) break;
+    devs[(*n)++] = hd_rd64((const unsigned char *)k.mv_data + 4);
   }
   mdb_cursor_close(c);
   return rc && rc != MDB_NOTFOUND ? merr(rc) : 0;
@@ -892,13 +879,13 @@ int hd__store_r_app_devices(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t 
   unsigned char kb[12];
   int rc = mdb_cursor_open(t, s->dbi[DB_APP_DEVS], &c);
   if (rc) return merr(rc);
-  be32(kb, app_num);
-  be64(kb + 4, 0);
+  hd_be32(kb, app_num);
+  hd_be64(kb + 4, 0);
   MDB_val k = MV(kb, 12), v;
   *count = 0;
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 12 || rd32(k.mv_data) != app_num) break;
+    if (k.mv_size != 12 || hd_rd32(k.mv_data) != app_num) break;
     (*count)++;
   }
   mdb_cursor_close(c);
@@ -919,11 +906,11 @@ static int src_settle(hd_store *s, MDB_txn *t, src *x, uint64_t dev_num, int64_t
   for (; rc == 0; rc = mdb_cursor_get(x->c, k, v, MDB_NEXT)) {
     uint64_t seq;
     if (x->app_num) {
-      if (k->mv_size != 12 || rd32(k->mv_data) != x->app_num) break;
-      seq = rd64((const unsigned char *)k->mv_data + 4);
+      if (k->mv_size != 12 || hd_rd32(k->mv_data) != x->app_num) break;
+      seq = hd_rd64((const unsigned char *)k->mv_data + 4);
     } else {
-      if (k->mv_size != 16 || rd64(k->mv_data) != dev_num) break;
-      seq = rd64((const unsigned char *)k->mv_data + 8);
+      if (k->mv_size != 16 || hd_rd64(k->mv_data) != dev_num) break;
+      seq = hd_rd64((const unsigned char *)k->mv_data + 8);
     }
     if (msg_decode(seq, v, &x->m)) continue;
     if (x->m.expires_ms <= now_ms) continue;
@@ -957,8 +944,8 @@ int hd__store_r_pending(hd_store *s, MDB_txn *t, uint64_t dev_num, uint64_t afte
     if (i < nregs) {
       x->app_num = regs[i].app_num;
       uint64_t from = (after > regs[i].floor ? after : regs[i].floor) + 1;
-      be32(kb, x->app_num);
-      be64(kb + 4, from);
+      hd_be32(kb, x->app_num);
+      hd_be64(kb + 4, from);
       k = MV(kb, 12);
       rc = mdb_cursor_open(t, s->dbi[DB_LOG], &x->c);
     } else {
