@@ -252,6 +252,22 @@ static int acks_due(hd_writer *w, uint64_t now_ns) {
   return w->ack_head && (w->stopping || now_ns >= w->ack_due_ns || w->nacks >= ACK_HOLD_MAX);
 }
 
+/* Cuts up to `room` ops (at least one: the queue is not empty) off the front of the queue
+ * head..tail; *end gets the last one cut. Returns how many. */
+static size_t queue_cut(hd_op **head, hd_op **tail, size_t room, hd_op **end) {
+  hd_op *e = *head;
+  size_t k = 1;
+  while (e->next && k < room) {
+    e = e->next;
+    k++;
+  }
+  *head = e->next;
+  if (!*head) *tail = NULL;
+  e->next = NULL;
+  *end = e;
+  return k;
+}
+
 /* The next batch, at most max_batch ops: everything that queued while the last commit ran,
  * then, if due, held acks in the room left (the rest stay due and lead the batch after).
  * Until acks are due batches leave them out, so a publish's commit writes only its own pages.
@@ -260,27 +276,13 @@ static hd_op *take_batch(hd_writer *w, hd_op **lastp, size_t *np) {
   hd_op *batch = NULL, *last = NULL;
   size_t n = 0;
   if (w->in_head) {
-    batch = last = w->in_head;
-    n = 1;
-    while (last->next && n < w->max_batch) {
-      last = last->next;
-      n++;
-    }
-    w->in_head = last->next;
-    if (!w->in_head) w->in_tail = NULL;
-    last->next = NULL;
+    batch = w->in_head;
+    n = queue_cut(&w->in_head, &w->in_tail, w->max_batch, &last);
     w->queued -= n;
   }
   if (n < w->max_batch && acks_due(w, hd__mono_ns())) {
-    hd_op *first = w->ack_head, *end = first;
-    size_t k = 1;
-    while (end->next && n + k < w->max_batch) {
-      end = end->next;
-      k++;
-    }
-    w->ack_head = end->next;
-    if (!w->ack_head) w->ack_tail = NULL;
-    end->next = NULL;
+    hd_op *first = w->ack_head, *end;
+    size_t k = queue_cut(&w->ack_head, &w->ack_tail, w->max_batch - n, &end);
     w->nacks -= k;
     w->queued -= k;
     w->ack_due_ns = 0; /* due as a group: what did not fit is due at once too */
