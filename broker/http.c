@@ -626,18 +626,15 @@ static int req_extract_params(hd_http_req *r, const route *rt) {
   for (size_t i = 0; i < rt->nsegs; i++) nparams += rt->segs[i].param ? 1 : 0;
   if (!nparams) return 0;
   r->params = xcalloc(nparams, sizeof *r->params);
-  const char *p = r->path + 1;
+  path_segs ps;
+  path_split(r->path, &ps); /* as many segments as rt has: it matched */
   for (size_t i = 0; i < rt->nsegs; i++) {
-    const char *slash = strchr(p, '/');
-    size_t sl = slash ? (size_t)(slash - p) : strlen(p);
-    if (rt->segs[i].param) {
-      char *v = pct_decode(p, sl, 0, 1);
-      if (!v) return HD_EINVAL;
-      r->params[r->nparams].name = xstrndup(rt->segs[i].text, rt->segs[i].len);
-      r->params[r->nparams].value = v;
-      r->nparams++;
-    }
-    p = slash ? slash + 1 : p + sl;
+    if (!rt->segs[i].param) continue;
+    char *v = pct_decode(ps.p[i], ps.len[i], 0, 1);
+    if (!v) return HD_EINVAL;
+    r->params[r->nparams].name = xstrndup(rt->segs[i].text, rt->segs[i].len);
+    r->params[r->nparams].value = v;
+    r->nparams++;
   }
   return 0;
 }
@@ -819,7 +816,9 @@ static inline void conn_room(hd_http_conn *c, int may_share) {
     c->buf = c->s->rbuf;
     c->cap = HTTP_READ_CHUNK;
     c->shared = 1;
-  } else if (c->cap - c->len < read_budget(c)) {
+  } else {
+    size_t want = read_budget(c); /* of the pending bytes: moving them changes nothing */
+    if (c->cap - c->len >= want) return;
     /* Only TLS gets here with the shared buffer: a record decrypted into it left bytes. */
     if (c->shared) conn_unshare(c);
     if (c->off) {
@@ -827,7 +826,6 @@ static inline void conn_room(hd_http_conn *c, int may_share) {
       c->len -= c->off;
       c->off = 0;
     }
-    size_t want = read_budget(c);
     if (c->cap - c->len < want) {
       c->cap = c->len + want;
       c->buf = xrealloc(c->buf, c->cap);
