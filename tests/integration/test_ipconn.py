@@ -111,17 +111,21 @@ class IpconnProtocol(HeraldTestCase):
         self.assertEqual(str(b.recv_type("msg")["id"]), bid)  # b's first message: the broadcast
         self.assertEqual(str(a.recv_type("msg")["id"]), bid)
 
+    def catch_up(self, d, c):
+        """A message to "news", received and acked: the connection is caught up."""
+        first = d.publish("news", {"n": 1})
+        m = c.recv_type("msg")
+        self.assertEqual(str(m["id"]), first)
+        c.ack([m["id"]])
+        c.recv_type("acked")
+
     def test_app_registered_while_connected_is_delivered_at_once(self):
         # A caught-up connection watches the apps its device had when it last fetched: a
         # registration for another app must make it fetch and watch again, or that app's
         # messages would wait for some other wake-up (or the next connection).
         d, port = self.start(heartbeat=30)
         c, token, _ = self.connect(d, port, "phone-a")
-        first = d.publish("news", {"n": 1})
-        m = c.recv_type("msg")
-        self.assertEqual(str(m["id"]), first)
-        c.ack([m["id"]])
-        c.recv_type("acked")  # caught up: its watch covers "news" only
+        self.catch_up(d, c)  # its watch covers "news" only
         self.assertEqual(d.provision("sports", "phone-a"), token)
         later = d.publish("sports", {"goal": 1})
         m = c.recv_type("msg", timeout=5.0)
@@ -134,11 +138,7 @@ class IpconnProtocol(HeraldTestCase):
         # the app's broadcasts would wait for some other wake-up.
         d, port = self.start(heartbeat=30)
         c, token, _ = self.connect(d, port, "phone-n")
-        first = d.publish("news", {"n": 1})
-        m = c.recv_type("msg")
-        self.assertEqual(str(m["id"]), first)
-        c.ack([m["id"]])
-        c.recv_type("acked")
+        self.catch_up(d, c)
 
         def upload(version):
             r = H.curl("POST", d.u("/v1/apps/mail/releases?version=%s&rollout=100" % version),
