@@ -150,5 +150,8 @@ int run_updates(opts *o);
 int run_smpp(opts *o);
 /* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor). */
 int run_zmq_echo(opts *o);
+/* lpecho.c: serve --http as a minimal Nchan-style long-poll server until killed (the floor of
+ * the long-poll workloads, driven by the nchan adapter). */
+int run_lp_echo(opts *o);
 
 #endif

@@ -793,6 +793,10 @@ static void usage_text(FILE *f) {
           "  zmq-echo           not a client: serves --zmq ENDPOINT, answering each request as\n"
           "                     an accepted publish at once (nothing parsed or stored); ingest\n"
           "                     against it is the floor of ZeroMQ and the load client\n"
+          "  lp-echo            not a client: serves --http HOST:PORT as the part of Nchan's\n"
+          "                     long-poll the nchan adapter uses (/sub/CH, /pub/CH), answering\n"
+          "                     held polls with each message at once (no auth, store, JSON);\n"
+          "                     nchan against it is the floor of HTTP long-poll and the client\n"
           "  --pid P[,P...]     broker pid for CPU/RSS (default: whoever listens on the HTTP port);\n"
           "                     a peer of several processes: their CPU and RSS added up\n"
           "  --json             one JSON object instead of the table\n"
@@ -928,6 +932,7 @@ int main(int argc, char **argv) {
   if (strcmp(scenario, "updates") == 0) return run_updates(&o);
   if (strcmp(scenario, "smpp") == 0) return run_smpp(&o);
   if (strcmp(scenario, "zmq-echo") == 0) return run_zmq_echo(&o);
+  if (strcmp(scenario, "lp-echo") == 0) return run_lp_echo(&o);
   fprintf(stderr, "herald-bench: unknown scenario '%s'\n", scenario);
   usage_text(stderr);
   return 2;

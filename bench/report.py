@@ -143,24 +143,53 @@ LATENCY = OrderedDict([
 ])
 
 
+def kept_up(rr, offered):
+    """A rate is kept up when the median delivered rate is at least 97 % of the offered one and
+    no round lost a delivery."""
+    _, dmed = stat([r.get("deliveries_per_s") for r in rr], "{:,.0f}")
+    return dmed is not None and dmed >= 0.97 * offered and \
+        all((r.get("lost") or 0) == 0 for r in rr)
+
+
+def by_rate_of(w, system):
+    by_rate = defaultdict(list)
+    for r in runs.get((w, system), []):
+        by_rate[r["rate"]].append(r)
+    return by_rate
+
+
+def half_peak_p99(by_rate, n):
+    """(peak rate kept up, the rate at or below half of it, its median p99); None where absent."""
+    peak = None
+    for rate in sorted(by_rate):
+        if kept_up(by_rate[rate], rate * n):
+            peak = rate
+    if not peak:
+        return None, None, None
+    at = [rate for rate in sorted(by_rate) if rate <= peak / 2]
+    if not at:
+        return peak, None, None
+    _, p = stat([get(r, "latency_ms.p99") for r in by_rate[at[-1]]], "{:.1f}")
+    return peak, at[-1], p
+
+
 def latency_sweep():
     """Publish->deliver latency against offered load, one table per transport and fan-out, and
     the p99 at half of the sustained peak: the highest offered rate whose median delivered rate
-    was at least 97 % of it."""
+    was at least 97 % of it. Then the same paced runs of the peers side by side, with the floor
+    (a server that does nothing but answer) where there is one."""
     for w, what in LATENCY.items():
         rs = runs.get((w, "herald"), [])
         if not rs:
             continue
-        by_rate = defaultdict(list)
-        for r in rs:
-            by_rate[r["rate"]].append(r)
+        by_rate = by_rate_of(w, "herald")
         n = rs[0]["devices"]
         what = what.format(n=n)
         print(f"#### Latency against offered load: {what}\n")
         print("| broadcasts/s | offered deliveries/s | delivered/s | kept up | p50 ms | p99 ms | "
               "p99.9 ms | CPU % | steal % | runs |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        peak, table = None, []
+        table = []
         for rate in sorted(by_rate):
             rr = by_rate[rate]
             offered = rate * n
@@ -170,25 +199,20 @@ def latency_sweep():
             p999, _ = stat([get(r, "latency_ms.p999") for r in rr], "{:.1f}")
             cpu, _ = stat([r.get("broker_cpu_pct") for r in rr], "{:.0f}")
             stl, _ = stat([r.get("steal_pct") for r in rr], "{:.1f}")
-            kept = dmed is not None and dmed >= 0.97 * offered and \
-                all((r.get("lost") or 0) == 0 for r in rr)
-            if kept:
-                peak = rate
+            kept = kept_up(rr, offered)
             table.append((rate, p99m))
             print(f"| {rate:,.0f} | {offered:,.0f} | {dtxt} | {'yes' if kept else 'no'} | {p50} | "
                   f"{p99} | {p999} | {cpu} | {stl} | {len(rr)} |")
         print()
         ok5 = [rate for rate, p in table if p is not None and p <= 5.0]
+        peak, rate, p = half_peak_p99(by_rate, n)
         if peak:
-            half = peak / 2
-            at = [(rate, p) for rate, p in table if rate <= half]
             line = (f"Sustained peak (highest rate kept up): {peak:,.0f} broadcasts/s = "
                     f"{peak * n:,.0f} deliveries/s. ")
             if peak == max(by_rate):
                 line += ("That is the highest rate tried: the real peak is higher, so the "
                          "figure at \"half\" of it is at less than half. ")
-            if at:
-                rate, p = at[-1]
+            if rate:
                 line += (f"At half of it ({rate:,.0f}/s = {rate * n:,.0f} deliveries/s) p99 is "
                          f"**{p:.1f} ms** ({'meets' if p <= 5.0 else 'misses'} the 5 ms target). ")
             else:
@@ -198,6 +222,39 @@ def latency_sweep():
         line += (f"p99 <= 5 ms up to {max(ok5) * n:,.0f} deliveries/s ({max(ok5):,.0f} "
                  f"broadcasts/s)." if ok5 else "p99 was above 5 ms at every rate tested.")
         print(line + "\n")
+        systems = [s for s in order.get(w, {}) if runs.get((w, s))]
+        if len(systems) < 2:
+            continue
+        print(f"The same paced runs side by side ({what}): p50 / p99 ms, medians over rounds; "
+              "\"behind\" where the system did not keep up (delivered < 97 % of offered, or lost "
+              "any).\n")
+        print("| broadcasts/s | " + " | ".join(systems) + " |")
+        print("| --- | " + " | ".join("---" for _ in systems) + " |")
+        for rate in sorted(by_rate):
+            cells = []
+            for s in systems:
+                rr = by_rate_of(w, s).get(rate, [])
+                if not rr:
+                    cells.append("–")
+                    continue
+                _, p50 = stat([get(r, "latency_ms.p50") for r in rr], "{:.1f}")
+                _, p99 = stat([get(r, "latency_ms.p99") for r in rr], "{:.1f}")
+                cell = f"{p50:.1f} / {p99:.1f}" if p50 is not None and p99 is not None else "–"
+                if not kept_up(rr, rate * n):
+                    _, d = stat([r.get("deliveries_per_s") for r in rr], "{:,.0f}")
+                    cell += f" (behind: {d or 0:,.0f}/s)"
+                cells.append(cell)
+            print(f"| {rate:,.0f} | " + " | ".join(cells) + " |")
+        print()
+        for s in systems:
+            pk, rate, p = half_peak_p99(by_rate_of(w, s), n)
+            low = min(by_rate_of(w, s) or [0])
+            _, plow = stat([get(r, "latency_ms.p99") for r in by_rate_of(w, s).get(low, [])],
+                           "{:.1f}")
+            print(f"- {s}: sustained peak {f'{pk:,.0f}/s' if pk else 'none'}"
+                  f"{f', p99 at half of it ({rate:,.0f}/s) {p:.1f} ms' if rate else ''}"
+                  f"{f'; p99 at the lowest rate ({low:,.0f}/s) {plow:.1f} ms' if plow else ''}")
+        print()
 
 
 print(f"Rounds per system: up to {max((r['round'] for r in rows), default=0)}. "
@@ -247,7 +304,7 @@ for w, systems in order.items():
     print()
 
 if any(w in order for w in LATENCY):
-    print("### Publish->deliver latency against offered load (Herald)\n")
+    print("### Publish->deliver latency against offered load (Herald, then side by side)\n")
     print("Broadcasts paced at doubling rates; the publish->deliver latency of every delivery. "
           "Cells: median (min–max over rounds).\n")
     latency_sweep()

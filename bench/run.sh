@@ -37,7 +37,7 @@ else
 fi
 
 base=${BENCH_PORT_BASE:-18470}
-HPORT=$base EPORT=$((base + 8)) NPORT=$((base + 10)) MPORT=$((base + 13)) JPORT=$((base + 14))
+HPORT=$base EPORT=$((base + 8)) LPORT=$((base + 9)) NPORT=$((base + 10)) MPORT=$((base + 13)) JPORT=$((base + 14))
 PPORT=$((base + 16))
 # A broker of someone else's on one of our ports would answer in our broker's place.
 for p in $(seq "$base" $((base + 21))); do
@@ -47,7 +47,7 @@ for p in $(seq "$base" $((base + 21))); do
   fi
 done
 stop_all() {
-  for s in herald:h zmq-echo:ze nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
+  for s in herald:h zmq-echo:ze lp-echo:le nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
     "$here/peers/${s%%:*}.sh" stop "$tmp/${s##*:}" 2>/dev/null
   done
 }
@@ -62,6 +62,8 @@ mpid=$("$here/peers/mosquitto.sh" start "$tmp/mq" $MPORT) || mpid=
 jpid=$("$here/peers/nats.sh" start "$tmp/nats" $JPORT) || jpid=
 # Not a broker: the ingest workload's floor (ZeroMQ and the load client, nothing stored).
 epid=$("$here/peers/zmq-echo.sh" start "$tmp/ze" $EPORT) || epid=
+# Not a broker either: the paced long-poll workloads' floor (loopback HTTP and the load client).
+lpid=$("$here/peers/lp-echo.sh" start "$tmp/le" $LPORT) || lpid=
 # Pushpin and its origin: several processes, their pids comma-separated for --pid
 ppids=$("$here/peers/pushpin.sh" start "$tmp/pp" $PPORT) || ppids=
 [ -z "$ppids" ] && echo "bench: pushpin did not start (see $tmp/pp); left out" >&2
@@ -154,16 +156,28 @@ done
 # sustained peak and reads p99 at half of it. A burst's deliveries/s (the tables above) is no
 # peak to halve: it comes from many messages per write and per poll answer, which a paced
 # stream does not have.
+# The same paced long-poll to Nchan and to the floor (lp-echo: loopback HTTP and the load client,
+# nothing else), through the nchan adapter; ipconn's to Mosquitto QoS 1.
+lat_lp_peers() {
+  [ -n "$npid" ] && run "$1" nchan "$r" nchan --peer 127.0.0.1:$NPORT --pid "$npid" --json \
+    --devices "$2" --messages $(($3 * LAT_S)) --rate "$3"
+  [ -n "$lpid" ] && run "$1" longpoll-echo "$r" nchan --peer 127.0.0.1:$LPORT --pid "$lpid" \
+    --json --devices "$2" --messages $(($3 * LAT_S)) --rate "$3"
+}
 want latency && for r in $(seq 1 "$rounds"); do
   for rate in 250 500 1000 2000 4000 8000; do
     run latency-ipconn100 herald "$r" ipconn "${H[@]}" --app "li$r-$rate" --devices 100 \
       --messages $((rate * LAT_S)) --rate $rate
+    [ -n "$mpid" ] && run latency-ipconn100 mosquitto "$r" mqtt-fanout --peer 127.0.0.1:$MPORT \
+      --pid "$mpid" --json --devices 100 --messages $((rate * LAT_S)) --rate $rate
     run latency-longpoll100 herald "$r" longpoll "${H[@]}" --devices 100 \
       --messages $((rate * LAT_S)) --rate $rate
+    lat_lp_peers latency-longpoll100 100 $rate
   done
   for rate in 25 50 100 200 400 800; do
     run latency-longpoll1000 herald "$r" longpoll "${H[@]}" --devices $LP_N \
       --messages $((rate * LAT_S)) --rate $rate
+    lat_lp_peers latency-longpoll1000 $LP_N $rate
   done
 done
 # Memory per held long-poll and per idle IP connection, at what the fd limit allows (once each),

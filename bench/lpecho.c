@@ -1,0 +1,291 @@
+/* lpecho.c — `herald-bench lp-echo`: the floor under the long-poll workloads. One libuv loop
+ * thread that speaks the part of Nchan's long-poll protocol the `nchan` adapter uses, and
+ * nothing more: no authentication, no store, no fsync, no JSON, no timers. Run against it, the
+ * paced long-poll workloads measure what the kernel's loopback TCP, the HTTP parsing every
+ * server needs (http-parser, as heraldd) and the load client alone allow on this machine, so a
+ * broker's publish->deliver latency can be read against that.
+ *
+ *   POST /pub/CH      the body is message K+1 of channel CH (kept in memory for the channel's
+ *                     life); answered 202, then every poll held on CH is answered with it.
+ *   GET  /pub/CH      "active subscribers: N" (the polls held on CH), as Nchan's channel info.
+ *   GET  /sub/CH      If-None-Match: K (the Etag of the last message the client has): message
+ *                     K+1 at once if there is one, else the poll is held for the next. Without
+ *                     the header the poll waits for the next message.
+ *
+ * Each message's whole answer (status line, headers, body) is built once and written, the same
+ * bytes, to every poll it answers: the least a server can do per delivery. Runs until killed. */
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "bench.h"
+
+#define LPE_MAX_URL 256
+#define LPE_MAX_BODY 65536
+
+typedef struct lpe_msg {
+  uv_buf_t answer; /* the complete HTTP answer carrying this message */
+} lpe_msg;
+
+typedef struct lpe_conn lpe_conn;
+
+typedef struct lpe_chan {
+  char name[LPE_MAX_URL];
+  lpe_msg *msgs; /* msgs[k] is message k+1 */
+  size_t n, cap;
+  lpe_conn **held;
+  size_t nheld, capheld;
+  struct lpe_chan *next;
+} lpe_chan;
+
+struct lpe_conn {
+  uv_tcp_t tcp;
+  http_parser parser;
+  char url[LPE_MAX_URL];
+  size_t url_len;
+  char *body;
+  size_t body_len;
+  int hdr_inm;      /* the header being read is If-None-Match */
+  long have;        /* If-None-Match: the last message the client has; -1 none */
+  lpe_chan *waiting; /* held on this channel */
+  int closing;
+  char rbuf[16384];
+};
+
+static lpe_chan *lpe_chans;
+static http_parser_settings lpe_settings;
+
+static lpe_chan *chan_get(const char *name) {
+  for (lpe_chan *c = lpe_chans; c; c = c->next)
+    if (strcmp(c->name, name) == 0) return c;
+  lpe_chan *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  snprintf(c->name, sizeof c->name, "%s", name);
+  c->next = lpe_chans;
+  lpe_chans = c;
+  return c;
+}
+
+static void on_written(uv_write_t *w, int status) {
+  (void)status;
+  if (w->data) free(w->data); /* an answer of its own (not a shared message answer) */
+  free(w);
+}
+
+/* Write buf on c; own != 0: buf.base is freed once written. */
+static void conn_write(lpe_conn *c, uv_buf_t buf, int own) {
+  uv_write_t *w = malloc(sizeof *w);
+  if (!w) {
+    if (own) free(buf.base);
+    return;
+  }
+  w->data = own ? buf.base : NULL;
+  if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) on_written(w, -1);
+}
+
+static void answer_text(lpe_conn *c, int status, const char *reason, const char *text) {
+  size_t tl = strlen(text), cap = tl + 160;
+  char *b = malloc(cap);
+  if (!b) return;
+  int n = snprintf(b, cap, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
+                   status, reason, tl, text);
+  conn_write(c, uv_buf_init(b, (unsigned)n), 1);
+}
+
+static void unhold(lpe_conn *c) {
+  lpe_chan *ch = c->waiting;
+  if (!ch) return;
+  for (size_t i = 0; i < ch->nheld; i++)
+    if (ch->held[i] == c) {
+      ch->held[i] = ch->held[--ch->nheld];
+      break;
+    }
+  c->waiting = NULL;
+}
+
+static int chan_publish(lpe_chan *ch, const char *body, size_t len) {
+  if (ch->n == ch->cap) {
+    size_t cap = ch->cap ? ch->cap * 2 : 1024;
+    lpe_msg *m = realloc(ch->msgs, cap * sizeof *m);
+    if (!m) return -1;
+    ch->msgs = m;
+    ch->cap = cap;
+  }
+  size_t cap = len + 200;
+  char *b = malloc(cap);
+  if (!b) return -1;
+  int n = snprintf(b, cap,
+                   "HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+                   "Etag: %zu\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
+                   ch->n + 1, len);
+  memcpy(b + n, body, len);
+  ch->msgs[ch->n++].answer = uv_buf_init(b, (unsigned)(n + (int)len));
+  /* Every held poll is caught up: each gets this message, the same bytes. */
+  lpe_msg *m = &ch->msgs[ch->n - 1];
+  for (size_t i = 0; i < ch->nheld; i++) {
+    ch->held[i]->waiting = NULL;
+    conn_write(ch->held[i], m->answer, 0);
+  }
+  ch->nheld = 0;
+  return 0;
+}
+
+static void serve(lpe_conn *c, int method) {
+  const char *u = c->url;
+  char *q = strchr(c->url, '?');
+  if (q) *q = 0;
+  if (strncmp(u, "/pub/", 5) == 0) {
+    lpe_chan *ch = chan_get(u + 5);
+    if (!ch) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
+    if (method == HTTP_POST) {
+      if (chan_publish(ch, c->body ? c->body : "", c->body_len))
+        return answer_text(c, 500, "Internal Server Error", "out of memory\n");
+      char t[64];
+      snprintf(t, sizeof t, "queued messages: %zu\n", ch->n);
+      return answer_text(c, 202, "Accepted", t);
+    }
+    char t[64];
+    snprintf(t, sizeof t, "active subscribers: %zu\n", ch->nheld);
+    return answer_text(c, 200, "OK", t);
+  }
+  if (strncmp(u, "/sub/", 5) == 0 && method == HTTP_GET) {
+    lpe_chan *ch = chan_get(u + 5);
+    if (!ch) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
+    if (c->have >= 0 && (size_t)c->have < ch->n) return conn_write(c, ch->msgs[c->have].answer, 0);
+    if (ch->nheld == ch->capheld) {
+      size_t cap = ch->capheld ? ch->capheld * 2 : 1024;
+      lpe_conn **h = realloc(ch->held, cap * sizeof *h);
+      if (!h) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
+      ch->held = h;
+      ch->capheld = cap;
+    }
+    ch->held[ch->nheld++] = c;
+    c->waiting = ch;
+    return;
+  }
+  answer_text(c, 404, "Not Found", "not found\n");
+}
+
+static int on_begin(http_parser *p) {
+  lpe_conn *c = p->data;
+  c->url_len = 0;
+  c->url[0] = 0;
+  c->body_len = 0;
+  c->have = -1;
+  c->hdr_inm = 0;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  lpe_conn *c = p->data;
+  if (c->url_len + n >= sizeof c->url) return -1;
+  memcpy(c->url + c->url_len, at, n);
+  c->url_len += n;
+  c->url[c->url_len] = 0;
+  return 0;
+}
+
+static int on_hfield(http_parser *p, const char *at, size_t n) {
+  lpe_conn *c = p->data;
+  c->hdr_inm = n == 13 && strncasecmp(at, "If-None-Match", 13) == 0;
+  return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n) {
+  lpe_conn *c = p->data;
+  if (c->hdr_inm && n > 0 && n < 24) {
+    char t[24];
+    memcpy(t, at, n);
+    t[n] = 0;
+    c->have = strtol(t, NULL, 10);
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  lpe_conn *c = p->data;
+  if (c->body_len + n > LPE_MAX_BODY) return -1;
+  if (!c->body && !(c->body = malloc(LPE_MAX_BODY))) return -1;
+  memcpy(c->body + c->body_len, at, n);
+  c->body_len += n;
+  return 0;
+}
+
+static int on_complete(http_parser *p) {
+  lpe_conn *c = p->data;
+  serve(c, p->method);
+  return 0;
+}
+
+static void on_closed(uv_handle_t *h) {
+  lpe_conn *c = h->data;
+  free(c->body);
+  free(c);
+}
+
+static void conn_close(lpe_conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  unhold(c);
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t want, uv_buf_t *b) {
+  (void)want;
+  lpe_conn *c = h->data;
+  *b = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  lpe_conn *c = s->data;
+  if (n < 0) return conn_close(c);
+  if (n == 0) return;
+  size_t used = http_parser_execute(&c->parser, &lpe_settings, b->base, (size_t)n);
+  if (c->parser.http_errno != HPE_OK || used != (size_t)n) {
+    answer_text(c, 400, "Bad Request", "bad request\n");
+    conn_close(c);
+  }
+}
+
+static void on_conn(uv_stream_t *server, int status) {
+  if (status < 0) return;
+  lpe_conn *c = calloc(1, sizeof *c);
+  if (!c) return;
+  uv_tcp_init(server->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  c->have = -1;
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+int run_lp_echo(opts *o) {
+  raise_nofile();
+  http_parser_settings_init(&lpe_settings);
+  lpe_settings.on_message_begin = on_begin;
+  lpe_settings.on_url = on_url;
+  lpe_settings.on_header_field = on_hfield;
+  lpe_settings.on_header_value = on_hvalue;
+  lpe_settings.on_body = on_body;
+  lpe_settings.on_message_complete = on_complete;
+  uv_loop_t *loop = uv_default_loop();
+  uv_tcp_t server;
+  struct sockaddr_in a;
+  uv_tcp_init(loop, &server);
+  int rc = uv_ip4_addr(o->url_host, o->http_port, &a);
+  if (!rc) rc = uv_tcp_bind(&server, (const struct sockaddr *)&a, 0);
+  if (!rc) rc = uv_listen((uv_stream_t *)&server, 4096, on_conn);
+  if (rc) {
+    fprintf(stderr, "herald-bench lp-echo: cannot listen on %s:%d: %s\n", o->url_host,
+            o->http_port, uv_strerror(rc));
+    return 1;
+  }
+  return uv_run(loop, UV_RUN_DEFAULT);
+}

@@ -1,0 +1,21 @@
+#!/bin/bash
+# lp-echo.sh start DIR PORT | stop DIR — `herald-bench lp-echo` on 127.0.0.1:PORT: a minimal
+# long-poll server speaking the part of Nchan's protocol the nchan adapter uses, that answers
+# every held poll with each message at once and does nothing else (no auth, store or JSON).
+# The paced long-poll workloads run against it as their floor: what loopback HTTP and the load
+# client allow here.
+. "$(dirname "$0")/lib.sh"
+set -e
+cmd=$1 dir=$2 port=${3:-18479}
+build=${HERALD_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build/release}
+case $cmd in
+start)
+  mkdir -p "$dir"
+  ulimit -n "$(ulimit -Hn)"
+  "$build/herald-bench" lp-echo --http "127.0.0.1:$port" >"$dir/lp-echo.log" 2>&1 &
+  echo $! >"$dir/lp-echo.pid"
+  wait_port "$port"
+  cat "$dir/lp-echo.pid"
+  ;;
+stop) stop_pidfile "$dir/lp-echo.pid" ;;
+esac
