@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""herald-bench's long-poll floor (`herald-bench lp-echo`, bench/lpecho.c) and the nchan adapter
+that drives it: the floor answers the part of Nchan's protocol the adapter uses (held polls,
+If-None-Match catch-up, channel info), and the adapter counts every message exactly once, so the
+paced latency figures measured against it (docs/PERFORMANCE.md) rest on a server that behaves.
+"""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from herald_harness import SLOW, RawHttp, http_request_bytes, main, wait_for  # noqa: E402
+from ipconn_harness import HERALD_BENCH, free_port  # noqa: E402
+
+
+class LongPollFloor(unittest.TestCase):
+    def setUp(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([HERALD_BENCH, "lp-echo", "--http", "127.0.0.1:%d" % self.port],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(self.stop)
+
+        def up():
+            try:
+                RawHttp(self.port).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 10 * SLOW, what="lp-echo to listen")
+
+    def stop(self):
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=10)
+        self.assertNotRegex(err.decode(errors="replace"), r"Sanitizer|runtime error")
+
+    def req(self, conn, method, path, body=b"", headers=()):
+        conn.send(http_request_bytes(method, path, body, headers))
+        return conn.read_response()
+
+    def test_held_poll_is_answered_by_the_next_publish_and_catch_up_by_etag(self):
+        pub, sub = RawHttp(self.port), RawHttp(self.port)
+        self.assertIn(b"active subscribers: 0", self.req(pub, "GET", "/pub/ch").body)
+        sub.send(http_request_bytes("GET", "/sub/ch"))
+        wait_for(lambda: b"active subscribers: 1" in self.req(pub, "GET", "/pub/ch").body,
+                 5 * SLOW, what="the poll to be held")
+        r = self.req(pub, "POST", "/pub/ch", b'{"s":0,"t":1}')
+        self.assertEqual(r.status, 202)
+        a = sub.read_response()
+        self.assertEqual((a.status, a.headers["etag"], a.body), (200, "1", b'{"s":0,"t":1}'))
+        self.assertIn("last-modified", a.headers)
+        self.req(pub, "POST", "/pub/ch", b"second")
+        self.req(pub, "POST", "/pub/ch", b"third")
+        # A client that has message 1 gets 2 at once, then 3: one message per answer, in order.
+        b = self.req(sub, "GET", "/sub/ch", headers=["If-None-Match: 1"])
+        c = self.req(sub, "GET", "/sub/ch", headers=["If-None-Match: %s" % b.headers["etag"]])
+        self.assertEqual((b.body, c.body, c.headers["etag"]), (b"second", b"third", "3"))
+        # Another channel is another message list.
+        self.assertIn(b"active subscribers: 0", self.req(pub, "GET", "/pub/other").body)
+        self.assertEqual(self.req(pub, "GET", "/nowhere").status, 404)
+        pub.close()
+        sub.close()
+
+    def test_malformed_request_gets_400(self):
+        c = RawHttp(self.port)
+        c.send(b"NOT HTTP AT ALL\r\n\r\n")
+        self.assertEqual(c.read_response().status, 400)
+        c.close()
+
+    def test_nchan_adapter_counts_every_message_once(self):
+        for rate in ("0", "200"):
+            with self.subTest(rate=rate):
+                p = subprocess.run(
+                    [HERALD_BENCH, "nchan", "--peer", "127.0.0.1:%d" % self.port,
+                     "--pid", str(self.proc.pid), "--devices", "50", "--messages", "40",
+                     "--rate", rate, "--json"],
+                    capture_output=True, text=True, timeout=120 * SLOW)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                self.assertEqual((r["deliveries"], r["lost"], r["duplicates"]), (2000, 0, 0), r)
+
+
+if __name__ == "__main__":
+    main()
