@@ -13,7 +13,8 @@
  *                     the header the poll waits for the next message.
  *
  * Each message's whole answer (status line, headers, body) is built once and written, the same
- * bytes, to every poll it answers: the least a server can do per delivery. Runs until killed. */
+ * bytes, to every poll it answers: the least a server can do per delivery. Channels and their
+ * messages stay in memory until the process ends (a bench run's worth). Runs until killed. */
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,30 +69,50 @@ static lpe_chan *chan_get(const char *name) {
   return c;
 }
 
-static void on_written(uv_write_t *w, int status) {
+typedef struct lpe_write {
+  uv_write_t req;
+  char *own;    /* an answer of its own, freed once written (a shared message answer: NULL) */
+  int then_close; /* the connection closes once this is written (an answer to junk) */
+  lpe_conn *c;
+} lpe_write;
+
+static void conn_close(lpe_conn *c);
+
+static void on_written(uv_write_t *req, int status) {
+  lpe_write *w = (lpe_write *)req;
   (void)status;
-  if (w->data) free(w->data); /* an answer of its own (not a shared message answer) */
+  if (w->then_close) conn_close(w->c); /* idempotent; c outlives its writes' callbacks */
+  free(w->own);
   free(w);
 }
 
 /* Write buf on c; own != 0: buf.base is freed once written. */
-static void conn_write(lpe_conn *c, uv_buf_t buf, int own) {
-  uv_write_t *w = malloc(sizeof *w);
+static void conn_write(lpe_conn *c, uv_buf_t buf, int own, int then_close) {
+  lpe_write *w = calloc(1, sizeof *w);
   if (!w) {
     if (own) free(buf.base);
+    if (then_close) conn_close(c);
     return;
   }
-  w->data = own ? buf.base : NULL;
-  if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) on_written(w, -1);
+  w->own = own ? buf.base : NULL;
+  w->then_close = then_close;
+  w->c = c;
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0)
+    on_written(&w->req, -1);
 }
 
-static void answer_text(lpe_conn *c, int status, const char *reason, const char *text) {
+static void answer_text(lpe_conn *c, int status, const char *reason, const char *text,
+                        int then_close) {
   size_t tl = strlen(text), cap = tl + 160;
   char *b = malloc(cap);
-  if (!b) return;
-  int n = snprintf(b, cap, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
+  if (!b) {
+    if (then_close) conn_close(c);
+    return;
+  }
+  int n = snprintf(b, cap,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
                    status, reason, tl, text);
-  conn_write(c, uv_buf_init(b, (unsigned)n), 1);
+  conn_write(c, uv_buf_init(b, (unsigned)n), 1, then_close);
 }
 
 static void unhold(lpe_conn *c) {
@@ -126,7 +147,7 @@ static int chan_publish(lpe_chan *ch, const char *body, size_t len) {
   lpe_msg *m = &ch->msgs[ch->n - 1];
   for (size_t i = 0; i < ch->nheld; i++) {
     ch->held[i]->waiting = NULL;
-    conn_write(ch->held[i], m->answer, 0);
+    conn_write(ch->held[i], m->answer, 0, 0);
   }
   ch->nheld = 0;
   return 0;
@@ -135,37 +156,44 @@ static int chan_publish(lpe_chan *ch, const char *body, size_t len) {
 static void serve(lpe_conn *c, int method) {
   const char *u = c->url;
   char *q = strchr(c->url, '?');
+  char t[64];
   if (q) *q = 0;
-  if (strncmp(u, "/pub/", 5) == 0) {
-    lpe_chan *ch = chan_get(u + 5);
-    if (!ch) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
-    if (method == HTTP_POST) {
-      if (chan_publish(ch, c->body ? c->body : "", c->body_len))
-        return answer_text(c, 500, "Internal Server Error", "out of memory\n");
-      char t[64];
-      snprintf(t, sizeof t, "queued messages: %zu\n", ch->n);
-      return answer_text(c, 202, "Accepted", t);
-    }
-    char t[64];
-    snprintf(t, sizeof t, "active subscribers: %zu\n", ch->nheld);
-    return answer_text(c, 200, "OK", t);
+  int pub = strncmp(u, "/pub/", 5) == 0, sub = strncmp(u, "/sub/", 5) == 0 && method == HTTP_GET;
+  if (!pub && !sub) {
+    answer_text(c, 404, "Not Found", "not found\n", 0);
+    return;
   }
-  if (strncmp(u, "/sub/", 5) == 0 && method == HTTP_GET) {
-    lpe_chan *ch = chan_get(u + 5);
-    if (!ch) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
-    if (c->have >= 0 && (size_t)c->have < ch->n) return conn_write(c, ch->msgs[c->have].answer, 0);
+  lpe_chan *ch = chan_get(u + 5);
+  if (!ch) {
+    answer_text(c, 500, "Internal Server Error", "out of memory\n", 0);
+    return;
+  }
+  if (pub && method == HTTP_POST) {
+    if (chan_publish(ch, c->body ? c->body : "", c->body_len)) {
+      answer_text(c, 500, "Internal Server Error", "out of memory\n", 0);
+      return;
+    }
+    snprintf(t, sizeof t, "queued messages: %zu\n", ch->n);
+    answer_text(c, 202, "Accepted", t, 0);
+  } else if (pub) {
+    snprintf(t, sizeof t, "active subscribers: %zu\n", ch->nheld);
+    answer_text(c, 200, "OK", t, 0);
+  } else if (c->have >= 0 && (size_t)c->have < ch->n) {
+    conn_write(c, ch->msgs[c->have].answer, 0, 0); /* behind: the next message at once */
+  } else {
     if (ch->nheld == ch->capheld) {
       size_t cap = ch->capheld ? ch->capheld * 2 : 1024;
       lpe_conn **h = realloc(ch->held, cap * sizeof *h);
-      if (!h) return answer_text(c, 500, "Internal Server Error", "out of memory\n");
+      if (!h) {
+        answer_text(c, 500, "Internal Server Error", "out of memory\n", 0);
+        return;
+      }
       ch->held = h;
       ch->capheld = cap;
     }
     ch->held[ch->nheld++] = c;
     c->waiting = ch;
-    return;
   }
-  answer_text(c, 404, "Not Found", "not found\n");
 }
 
 static int on_begin(http_parser *p) {
@@ -240,12 +268,16 @@ static void on_alloc(uv_handle_t *h, size_t want, uv_buf_t *b) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   lpe_conn *c = s->data;
-  if (n < 0) return conn_close(c);
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
   if (n == 0) return;
   size_t used = http_parser_execute(&c->parser, &lpe_settings, b->base, (size_t)n);
   if (c->parser.http_errno != HPE_OK || used != (size_t)n) {
-    answer_text(c, 400, "Bad Request", "bad request\n");
-    conn_close(c);
+    /* Nothing more is read from it: answer, then close once the answer is out. */
+    uv_read_stop(s);
+    answer_text(c, 400, "Bad Request", "bad request\n", 1);
   }
 }
 
