@@ -56,6 +56,9 @@ typedef struct opts {
   const char *smsc_name; /* --smsc-name NAME: the [smsc NAME] of the metrics (main) */
   int direct;            /* --direct: a message per device, not broadcasts */
   int smsc_pid;          /* --smsc-pid P: the SMSC's CPU too (what limits the rate) */
+  /* zmq-echo */
+  const char *sync_file; /* --sync-file F: each group of requests written to F and fdatasync'd
+                          * before any of them is answered (the durable floor) */
 } opts;
 
 typedef struct usage {
@@ -148,7 +151,8 @@ int run_peer_fanout(opts *o, int kind);
 int run_peer_ingest(opts *o, int kind);
 int run_updates(opts *o);
 int run_smpp(opts *o);
-/* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor). */
+/* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor); with
+ * --sync-file, a durable one (group commit to a file, fdatasync before the replies). */
 int run_zmq_echo(opts *o);
 /* lpecho.c: serve --http as a minimal Nchan-style long-poll server until killed (the floor of
  * the long-poll workloads, driven by the nchan adapter). */
