@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""herald-bench's long-poll floor (`herald-bench lp-echo`, bench/lpecho.c) and the nchan adapter
-that drives it: the floor answers the part of Nchan's protocol the adapter uses (held polls,
-If-None-Match catch-up, channel info), and the adapter counts every message exactly once, so the
-paced latency figures measured against it (docs/PERFORMANCE.md) rest on a server that behaves.
+"""herald-bench's floors, the servers that are not brokers and say what the machine allows:
+the long-poll floor (`herald-bench lp-echo`, bench/lpecho.c) answers the part of Nchan's protocol
+the nchan adapter uses (held polls, If-None-Match catch-up, channel info) and the adapter counts
+every message exactly once; the durable ingest floor (`zmq-echo --sync-file`, bench/zecho.c)
+writes every request's body to its file before the reply, and the ingest client times every
+ack from its own request's send. The figures measured against them (docs/PERFORMANCE.md) rest
+on these.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +85,48 @@ class LongPollFloor(unittest.TestCase):
                 self.assertEqual(p.returncode, 0, p.stderr)
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 self.assertEqual((r["deliveries"], r["lost"], r["duplicates"]), (2000, 0, 0), r)
+
+
+class IngestFloor(unittest.TestCase):
+    def run_ingest(self, endpoint, pid):
+        p = subprocess.run(
+            [HERALD_BENCH, "ingest", "--zmq", endpoint, "--key", "unused", "--pid", str(pid),
+             "--connections", "3", "--window", "32", "--duration", "1", "--json"],
+            capture_output=True, text=True, timeout=60 * SLOW)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertGreater(r["acked"], 0, r)
+        self.assertEqual((r["refused"], r["ack_unmatched"]), (0, 0), r)
+        # Every ack was timed from its own request's send: the histogram holds each of them.
+        self.assertEqual(sum(n for _, n in r["ack_latency_hist"]["buckets"]), r["acked"], r)
+        return r
+
+    def start_echo(self, *extra):
+        port = free_port()
+        proc = subprocess.Popen([HERALD_BENCH, "zmq-echo", "--zmq", "tcp://127.0.0.1:%d" % port]
+                                + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (proc.terminate(), proc.communicate(timeout=10)))
+        return "tcp://127.0.0.1:%d" % port, proc
+
+    def test_durable_echo_writes_every_body_before_its_reply(self):
+        work = tempfile.mkdtemp(prefix="herald-zecho-")
+        self.addCleanup(shutil.rmtree, work, True)
+        ring = os.path.join(work, "ring")
+        endpoint, proc = self.start_echo("--sync-file", ring)
+        wait_for(lambda: os.path.exists(ring) and os.path.getsize(ring) == 64 << 20, 30 * SLOW,
+                 what="the ring to be zeroed")
+        r = self.run_ingest(endpoint, proc.pid)
+        with open(ring, "rb") as f:
+            data = f.read()
+        # The client's payloads are 'x'-padded: every acknowledged body is in the ring (the run
+        # may wrap it only past 64 MiB / ~100 B = ~670,000 requests).
+        written = data.count(b"x" * 32)
+        self.assertGreaterEqual(written, min(r["acked"], 600000), r)
+        self.assertEqual(os.path.getsize(ring), 64 << 20)
+
+    def test_plain_echo_times_every_ack(self):
+        endpoint, proc = self.start_echo()
+        self.run_ingest(endpoint, proc.pid)
 
 
 if __name__ == "__main__":
