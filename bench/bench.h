@@ -59,6 +59,7 @@ typedef struct opts {
   /* zmq-echo */
   const char *sync_file; /* --sync-file F: each group of requests written to F and fdatasync'd
                           * before any of them is answered (the durable floor) */
+  int sync_grow;         /* --sync-grow: F grows as a log instead of being a 64 MiB ring */
 } opts;
 
 typedef struct usage {

@@ -95,7 +95,8 @@ TITLES = {
     "fanout1000": "Persistent connections, 1,000 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "ingest": "Durable ingest (Herald ZeroMQ vs Mosquitto QoS 1 vs NATS JetStream; zeromq-echo "
               "is the floor: a ZeroMQ echo that stores nothing; durable-echo the durable floor: "
-              "the same echo fdatasyncing each group of request bodies to a file before replying)",
+              "the same echo appending each group of request bodies to a file and fdatasyncing it before "
+              "replying)",
     "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",

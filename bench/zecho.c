@@ -9,7 +9,9 @@
  * requests while a second thread writes the previous group's bodies to F with one pwrite and
  * fdatasyncs it; once that returns, the ROUTER thread sends the group's replies and hands over
  * what gathered meanwhile. F is a 64 MiB ring written over and over (zeroed first, so no write
- * allocates a block or changes the file's size): no parsing, no index, no B-tree, no metadata. */
+ * allocates a block or changes the file's size): no parsing, no index, no B-tree, no metadata.
+ * With --sync-grow F is a log that grows instead, as a store that keeps what it is given does:
+ * each fdatasync then also commits the file's new size and blocks (the filesystem's journal). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -38,6 +40,7 @@ typedef struct zecho_group {
 
 typedef struct zecho_sync {
   int fd;
+  int grow; /* append, the file growing as a log does, instead of the ring */
   off_t at;
   void *pipe; /* PAIR: receives a group pointer, answers it once durable */
   int err;
@@ -65,14 +68,14 @@ static void *sync_main(void *arg) {
     size_t off = 0;
     while (off < g->len && !z->err) {
       size_t n = g->len - off;
-      if ((off_t)n > ZECHO_RING - z->at) n = (size_t)(ZECHO_RING - z->at);
+      if (!z->grow && (off_t)n > ZECHO_RING - z->at) n = (size_t)(ZECHO_RING - z->at);
       ssize_t w = pwrite(z->fd, g->data + off, n, z->at);
       if (w <= 0) {
         z->err = errno ? errno : EIO;
         break;
       }
       off += (size_t)w;
-      z->at = (z->at + w) % ZECHO_RING;
+      z->at = z->grow ? z->at + w : (z->at + w) % ZECHO_RING;
     }
     if (!z->err && fdatasync(z->fd) != 0) z->err = errno;
     zmq_send(z->pipe, &g, sizeof g, 0);
@@ -128,15 +131,15 @@ static void group_reply(void *s, zecho_group *g) {
   g->len = 0;
 }
 
-static int run_durable(void *ctx, void *s, const char *file) {
-  zecho_sync z = {.fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600)};
+static int run_durable(void *ctx, void *s, const char *file, int grow) {
+  zecho_sync z = {.fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600), .grow = grow};
   if (z.fd < 0) {
     fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", file, strerror(errno));
     return 1;
   }
   /* Zero the ring once and sync it: later writes overwrite allocated blocks. */
   static char zeros[1 << 20];
-  for (off_t at = 0; at < ZECHO_RING; at += (off_t)sizeof zeros)
+  for (off_t at = 0; !grow && at < ZECHO_RING; at += (off_t)sizeof zeros)
     if (pwrite(z.fd, zeros, sizeof zeros, at) != (ssize_t)sizeof zeros) {
       fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", file, strerror(errno));
       close(z.fd);
@@ -203,7 +206,7 @@ int run_zmq_echo(opts *o) {
     return 1;
   }
   if (o->sync_file) {
-    rc = run_durable(ctx, s, o->sync_file);
+    rc = run_durable(ctx, s, o->sync_file, o->sync_grow);
     goto out;
   }
   for (;;) {
