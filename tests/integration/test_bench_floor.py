@@ -124,6 +124,18 @@ class IngestFloor(unittest.TestCase):
         self.assertGreaterEqual(written, min(r["acked"], 600000), r)
         self.assertEqual(os.path.getsize(ring), 64 << 20)
 
+    def test_growing_durable_echo_appends_every_body(self):
+        work = tempfile.mkdtemp(prefix="herald-zecho-")
+        self.addCleanup(shutil.rmtree, work, True)
+        log = os.path.join(work, "log")
+        endpoint, proc = self.start_echo("--sync-file", log, "--sync-grow")
+        wait_for(lambda: os.path.exists(log), 10 * SLOW, what="the log to be created")
+        r = self.run_ingest(endpoint, proc.pid)
+        # Nothing is overwritten: the log holds every request's body, the acknowledged ones
+        # and those still in flight when the run ended.
+        with open(log, "rb") as f:
+            self.assertGreaterEqual(f.read().count(b"x" * 32), 2 * r["acked"], r)
+
     def test_plain_echo_times_every_ack(self):
         endpoint, proc = self.start_echo()
         self.run_ingest(endpoint, proc.pid)
