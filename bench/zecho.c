@@ -11,7 +11,7 @@
  * what gathered meanwhile. F is a 64 MiB ring written over and over (zeroed first, so no write
  * allocates a block or changes the file's size): no parsing, no index, no B-tree, no metadata.
  * With --sync-grow F is a log that grows instead, as a store that keeps what it is given does:
- * each fdatasync then also commits the file's new size and blocks (the filesystem's journal). */
+ * each fdatasync then also writes the file's new size and block allocation (its metadata). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
