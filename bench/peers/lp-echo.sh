@@ -7,15 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18479}
-build=${HERALD_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build/release}
 case $cmd in
-start)
-  mkdir -p "$dir"
-  ulimit -n "$(ulimit -Hn)"
-  "$build/herald-bench" lp-echo --http "127.0.0.1:$port" >"$dir/lp-echo.log" 2>&1 &
-  echo $! >"$dir/lp-echo.pid"
-  wait_port "$port"
-  cat "$dir/lp-echo.pid"
-  ;;
+start) bench_server_start lp-echo "$dir" "$port" --http "127.0.0.1:$port" ;;
 stop) stop_pidfile "$dir/lp-echo.pid" ;;
 esac

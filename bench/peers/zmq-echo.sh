@@ -8,16 +8,11 @@
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18478} mode=${4:-}
-build=${HERALD_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build/release}
 case $cmd in
 start)
-  mkdir -p "$dir"
   sync=()
   [ "$mode" = durable ] && sync=(--sync-file "$dir/log" --sync-grow)
-  "$build/herald-bench" zmq-echo --zmq "tcp://127.0.0.1:$port" "${sync[@]}" >"$dir/zmq-echo.log" 2>&1 &
-  echo $! >"$dir/zmq-echo.pid"
-  wait_port "$port"
-  cat "$dir/zmq-echo.pid"
+  bench_server_start zmq-echo "$dir" "$port" --zmq "tcp://127.0.0.1:$port" "${sync[@]}"
   ;;
 stop) stop_pidfile "$dir/zmq-echo.pid" ;;
 esac
