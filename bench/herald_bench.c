@@ -808,7 +808,7 @@ static void usage_text(FILE *f) {
           "                     against it is the floor of ZeroMQ and the load client;\n"
           "                     --sync-file F: the durable floor, each group of requests\n"
           "                     written to F (a 64 MiB ring) and fdatasync'd before its replies;\n"
-          "                     --sync-grow: F grows as a log instead (a store's journal cost)\n"
+          "                     --sync-grow: F grows as a log instead (a growing store's cost)\n"
           "  lp-echo            not a client: serves --http HOST:PORT as the part of Nchan's\n"
           "                     long-poll the nchan adapter uses (/sub/CH, /pub/CH), answering\n"
           "                     held polls with each message at once (no auth, store, JSON);\n"
@@ -839,7 +839,8 @@ int main(int argc, char **argv) {
   enum { O_HTTP = 256, O_ZMQ, O_KEY, O_DATA, O_TENANT, O_APP, O_CONN, O_WIN, O_DUR, O_SIZE,
          O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR,
          O_PEER, O_PUBLISH, O_SUBP, O_PUBP, O_TOPIC, O_STREAM, O_BATCH, O_PLOT, O_PROBE, O_PSTATS,
-         O_PKG, O_REL, O_STALL, O_EVENTS, O_SMSCLOG, O_SMSCNAME, O_DIRECTMSG, O_SMSCPID, O_SYNCF, O_SYNCG };
+         O_PKG, O_REL, O_STALL, O_EVENTS, O_SMSCLOG, O_SMSCNAME, O_DIRECTMSG, O_SMSCPID,
+         O_SYNCF, O_SYNCG };
   static const struct option lo[] = {
       {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
       {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},

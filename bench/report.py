@@ -95,8 +95,8 @@ TITLES = {
     "fanout1000": "Persistent connections, 1,000 subscribers (Herald ipconn vs Mosquitto MQTT QoS 1)",
     "ingest": "Durable ingest (Herald ZeroMQ vs Mosquitto QoS 1 vs NATS JetStream; zeromq-echo "
               "is the floor: a ZeroMQ echo that stores nothing; durable-echo the durable floor: "
-              "the same echo appending each group of request bodies to a file and fdatasyncing it before "
-              "replying)",
+              "the same echo appending each group of request bodies to a file and fdatasyncing "
+              "it before replying)",
     "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",
@@ -227,6 +227,7 @@ def latency_sweep():
         systems = [s for s in order.get(w, {}) if runs.get((w, s))]
         if len(systems) < 2:
             continue
+        rates_of = {s: by_rate_of(w, s) for s in systems}
         print(f"The same paced runs side by side ({what}): p50 / p99 ms, medians over rounds; "
               "\"behind\" where the system did not keep up (delivered < 97 % of offered, or lost "
               "any).\n")
@@ -235,7 +236,7 @@ def latency_sweep():
         for rate in sorted(by_rate):
             cells = []
             for s in systems:
-                rr = by_rate_of(w, s).get(rate, [])
+                rr = rates_of[s].get(rate, [])
                 if not rr:
                     cells.append("–")
                     continue
@@ -249,10 +250,9 @@ def latency_sweep():
             print(f"| {rate:,.0f} | " + " | ".join(cells) + " |")
         print()
         for s in systems:
-            pk, rate, p = half_peak_p99(by_rate_of(w, s), n)
-            low = min(by_rate_of(w, s) or [0])
-            _, plow = stat([get(r, "latency_ms.p99") for r in by_rate_of(w, s).get(low, [])],
-                           "{:.1f}")
+            pk, rate, p = half_peak_p99(rates_of[s], n)
+            low = min(rates_of[s] or [0])
+            _, plow = stat([get(r, "latency_ms.p99") for r in rates_of[s].get(low, [])], "{:.1f}")
             print(f"- {s}: sustained peak {f'{pk:,.0f}/s' if pk else 'none'}"
                   f"{f', p99 at half of it ({rate:,.0f}/s) {p:.1f} ms' if rate else ''}"
                   f"{f'; p99 at the lowest rate ({low:,.0f}/s) {plow:.1f} ms' if plow else ''}")

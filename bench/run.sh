@@ -37,8 +37,8 @@ else
 fi
 
 base=${BENCH_PORT_BASE:-18470}
-HPORT=$base EPORT=$((base + 8)) LPORT=$((base + 9)) NPORT=$((base + 10)) DPORT=$((base + 12)) MPORT=$((base + 13)) JPORT=$((base + 14))
-PPORT=$((base + 16))
+HPORT=$base EPORT=$((base + 8)) LPORT=$((base + 9)) NPORT=$((base + 10)) DPORT=$((base + 12))
+MPORT=$((base + 13)) JPORT=$((base + 14)) PPORT=$((base + 16))
 # A broker of someone else's on one of our ports would answer in our broker's place.
 for p in $(seq "$base" $((base + 21))); do
   if (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null; then
@@ -62,8 +62,8 @@ mpid=$("$here/peers/mosquitto.sh" start "$tmp/mq" $MPORT) || mpid=
 jpid=$("$here/peers/nats.sh" start "$tmp/nats" $JPORT) || jpid=
 # Not a broker: the ingest workload's floor (ZeroMQ and the load client, nothing stored).
 epid=$("$here/peers/zmq-echo.sh" start "$tmp/ze" $EPORT) || epid=
-# The durable floor: the same echo, each group of requests fdatasync'd to a file in $tmp (the
-# filesystem Herald's store is on) before its replies.
+# The durable floor: the same echo, each group of requests appended to a growing log in $tmp
+# (the filesystem Herald's store is on) and fdatasync'd before its replies.
 dpid=$("$here/peers/zmq-echo.sh" start "$tmp/de" $DPORT durable) || dpid=
 # Not a broker either: the paced long-poll workloads' floor (loopback HTTP and the load client).
 lpid=$("$here/peers/lp-echo.sh" start "$tmp/le" $LPORT) || lpid=

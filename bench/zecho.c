@@ -145,13 +145,19 @@ static int run_durable(void *ctx, void *s, const char *file, int grow) {
       close(z.fd);
       return 1;
     }
-  fsync(z.fd);
+  if (!grow) fsync(z.fd);
+  zecho_group groups[2] = {{0}, {0}};
+  for (int i = 0; i < 2; i++)
+    if (!(groups[i].route = calloc(2 * ZECHO_GROUP_MAX, sizeof(zmq_msg_t)))) {
+      fprintf(stderr, "herald-bench zmq-echo: out of memory\n");
+      free(groups[0].route);
+      close(z.fd);
+      return 1;
+    }
   void *mine = zmq_socket(ctx, ZMQ_PAIR);
   z.pipe = zmq_socket(ctx, ZMQ_PAIR);
   zmq_bind(mine, "inproc://zecho-sync");
   zmq_connect(z.pipe, "inproc://zecho-sync");
-  zecho_group groups[2] = {{0}, {0}};
-  for (int i = 0; i < 2; i++) groups[i].route = calloc(2 * ZECHO_GROUP_MAX, sizeof(zmq_msg_t));
   zecho_group *gathering = &groups[0], *syncing = NULL;
   pthread_t th;
   pthread_create(&th, NULL, sync_main, &z);
@@ -190,6 +196,11 @@ static int run_durable(void *ctx, void *s, const char *file, int grow) {
   zmq_close(mine);
   zmq_close(z.pipe);
   close(z.fd);
+  for (int i = 0; i < 2; i++) { /* requests never answered: their route parts */
+    for (size_t k = 0; k < 2 * groups[i].n; k++) zmq_msg_close(&groups[i].route[k]);
+    free(groups[i].route);
+    free(groups[i].data);
+  }
   return rc;
 }
 
