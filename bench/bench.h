@@ -60,6 +60,8 @@ typedef struct opts {
   const char *sync_file; /* --sync-file F: each group of requests written to F and fdatasync'd
                           * before any of them is answered (the durable floor) */
   int sync_grow;         /* --sync-grow: F grows as a log instead of being a 64 MiB ring */
+  const char *sync_lmdb; /* --sync-lmdb DIR: each group stored in an LMDB environment in DIR,
+                          * two rows per request as Herald's store, one durable commit */
 } opts;
 
 typedef struct usage {

@@ -808,7 +808,9 @@ static void usage_text(FILE *f) {
           "                     against it is the floor of ZeroMQ and the load client;\n"
           "                     --sync-file F: the durable floor, each group of requests\n"
           "                     written to F (a 64 MiB ring) and fdatasync'd before its replies;\n"
-          "                     --sync-grow: F grows as a log instead (a growing store's cost)\n"
+          "                     --sync-grow: F grows as a log instead (a growing store's cost);\n"
+          "                     --sync-lmdb DIR: each group stored in LMDB in DIR instead, two\n"
+          "                     rows per request as Herald's store, one durable commit per group\n"
           "  lp-echo            not a client: serves --http HOST:PORT as the part of Nchan's\n"
           "                     long-poll the nchan adapter uses (/sub/CH, /pub/CH), answering\n"
           "                     held polls with each message at once (no auth, store, JSON);\n"
@@ -840,7 +842,7 @@ int main(int argc, char **argv) {
          O_DEV, O_MSG, O_RATE, O_THR, O_PID, O_JSON, O_IPC, O_HOLD, O_PAR,
          O_PEER, O_PUBLISH, O_SUBP, O_PUBP, O_TOPIC, O_STREAM, O_BATCH, O_PLOT, O_PROBE, O_PSTATS,
          O_PKG, O_REL, O_STALL, O_EVENTS, O_SMSCLOG, O_SMSCNAME, O_DIRECTMSG, O_SMSCPID,
-         O_SYNCF, O_SYNCG };
+         O_SYNCF, O_SYNCG, O_SYNCL };
   static const struct option lo[] = {
       {"http", 1, 0, O_HTTP},       {"zmq", 1, 0, O_ZMQ},        {"key", 1, 0, O_KEY},
       {"data-dir", 1, 0, O_DATA},   {"tenant", 1, 0, O_TENANT},  {"app", 1, 0, O_APP},
@@ -857,6 +859,7 @@ int main(int argc, char **argv) {
       {"events", 1, 0, O_EVENTS},   {"smsc-log", 1, 0, O_SMSCLOG}, {"smsc-name", 1, 0, O_SMSCNAME},
       {"direct", 0, 0, O_DIRECTMSG}, {"smsc-pid", 1, 0, O_SMSCPID},
       {"sync-file", 1, 0, O_SYNCF}, {"sync-grow", 0, 0, O_SYNCG},
+      {"sync-lmdb", 1, 0, O_SYNCL},
       {0, 0, 0, 0}};
   int c;
   optind = 2;
@@ -931,6 +934,7 @@ int main(int argc, char **argv) {
     case O_SMSCPID: o.smsc_pid = atoi(optarg); break;
     case O_SYNCF: o.sync_file = optarg; break;
     case O_SYNCG: o.sync_grow = 1; break;
+    case O_SYNCL: o.sync_lmdb = optarg; break;
     case 'h': usage_text(stdout); return 0;
     default: usage_text(stderr); return 2;
     }

@@ -38,6 +38,7 @@ fi
 
 base=${BENCH_PORT_BASE:-18470}
 HPORT=$base EPORT=$((base + 8)) LPORT=$((base + 9)) NPORT=$((base + 10)) DPORT=$((base + 12))
+SPORT=$((base + 11))
 MPORT=$((base + 13)) JPORT=$((base + 14)) PPORT=$((base + 16))
 # A broker of someone else's on one of our ports would answer in our broker's place.
 for p in $(seq "$base" $((base + 21))); do
@@ -47,7 +48,7 @@ for p in $(seq "$base" $((base + 21))); do
   fi
 done
 stop_all() {
-  for s in herald:h zmq-echo:ze zmq-echo:de lp-echo:le nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
+  for s in herald:h zmq-echo:ze zmq-echo:de zmq-echo:se lp-echo:le nchan:nchan mosquitto:mq nats:nats pushpin:pp smsc:smsc; do
     "$here/peers/${s%%:*}.sh" stop "$tmp/${s##*:}" 2>/dev/null
   done
 }
@@ -65,6 +66,9 @@ epid=$("$here/peers/zmq-echo.sh" start "$tmp/ze" $EPORT) || epid=
 # The durable floor: the same echo, each group of requests appended to a growing log in $tmp
 # (the filesystem Herald's store is on) and fdatasync'd before its replies.
 dpid=$("$here/peers/zmq-echo.sh" start "$tmp/de" $DPORT durable) || dpid=
+# The durable floor with LMDB as the store: each group stored as Herald's store keeps publishes
+# (two rows each) in one durable LMDB commit, with nothing else a broker does.
+spid=$("$here/peers/zmq-echo.sh" start "$tmp/se" $SPORT lmdb) || spid=
 # Not a broker either: the paced long-poll workloads' floor (loopback HTTP and the load client).
 lpid=$("$here/peers/lp-echo.sh" start "$tmp/le" $LPORT) || lpid=
 # Pushpin and its origin: several processes, their pids comma-separated for --pid
@@ -145,6 +149,8 @@ for r in $(seq 1 "$rounds"); do
     --pid "$epid" --json --connections 4 --window 256 --duration $ING_S
   [ -n "$dpid" ] && run ingest durable-echo "$r" ingest --zmq tcp://127.0.0.1:$DPORT --key unused \
     --pid "$dpid" --json --connections 4 --window 256 --duration $ING_S
+  [ -n "$spid" ] && run ingest lmdb-echo "$r" ingest --zmq tcp://127.0.0.1:$SPORT --key unused \
+    --pid "$spid" --json --connections 4 --window 256 --duration $ING_S
   }
   # The same durable ingest with 100 messages per request ("batch"): each message still gets
   # its own id, acknowledged after the fsync'd commit. No peer has an equivalent.

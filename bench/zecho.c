@@ -11,7 +11,14 @@
  * what gathered meanwhile. F is a 64 MiB ring written over and over (zeroed first, so no write
  * allocates a block or changes the file's size): no parsing, no index, no B-tree, no metadata.
  * With --sync-grow F is a log that grows instead, as a store that keeps what it is given does:
- * each fdatasync then also writes the file's new size and block allocation (its metadata). */
+ * each fdatasync then also writes the file's new size and block allocation (its metadata).
+ *
+ * With --sync-lmdb DIR the group goes into an LMDB environment instead, in the shape of
+ * Herald's store and nothing more: per request a message row (12-byte key: app and sequence;
+ * a 32-byte header then the body, written in place with MDB_RESERVE) and an expiry row
+ * (16-byte key, 12-byte value), one "seq" meta row per group, one durable commit per group
+ * (LMDB's default: data pages, fdatasync, meta page, fdatasync). No parsing, validation,
+ * authentication or delivery: the floor of durable ingest with LMDB as the store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -19,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <lmdb.h>
 #include <zmq.h>
 
 #include "bench.h"
@@ -36,6 +45,7 @@ typedef struct zecho_group {
   size_t n;           /* requests in the group */
   char *data;         /* their bodies, back to back */
   size_t len, cap;
+  size_t *ends;       /* where each body ends in data (LMDB mode stores them one by one) */
 } zecho_group;
 
 typedef struct zecho_sync {
@@ -44,7 +54,58 @@ typedef struct zecho_sync {
   off_t at;
   void *pipe; /* PAIR: receives a group pointer, answers it once durable */
   int err;
+  MDB_env *env; /* --sync-lmdb: the store instead of fd */
+  MDB_dbi msgs, expiry, meta;
+  uint64_t seq;
 } zecho_sync;
+
+static void be32(unsigned char *p, uint32_t v) {
+  for (int i = 3; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+}
+static void be64(unsigned char *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+}
+
+/* One group as Herald's writer stores a batch of publishes: two rows per request, the
+ * sequence in the meta table once, one commit. Returns 0 or an LMDB/errno code. */
+static int lmdb_store_group(zecho_sync *z, const zecho_group *g) {
+  MDB_txn *t;
+  int rc = mdb_txn_begin(z->env, NULL, 0, &t);
+  if (rc) return rc;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  size_t start = 0;
+  for (size_t i = 0; i < g->n && !rc; i++) {
+    size_t n = g->ends[i] - start;
+    uint64_t seq = ++z->seq;
+    unsigned char kb[12], eb[16], lb[12];
+    be32(kb, 1); /* the app */
+    be64(kb + 4, seq);
+    MDB_val k = {sizeof kb, kb}, v = {32 + n, NULL};
+    if ((rc = mdb_put(t, z->msgs, &k, &v, MDB_RESERVE))) break;
+    memset(v.mv_data, 0, 32);
+    memcpy((char *)v.mv_data + 32, g->data + start, n);
+    be64(eb, now + 86400000u);
+    be64(eb + 8, seq);
+    be32(lb, 1);
+    be64(lb + 4, 0);
+    MDB_val ek = {sizeof eb, eb}, ev = {sizeof lb, lb};
+    rc = mdb_put(t, z->expiry, &ek, &ev, 0);
+    start = g->ends[i];
+  }
+  if (!rc) {
+    unsigned char sb[8];
+    be64(sb, z->seq);
+    MDB_val k = {3, "seq"}, v = {8, sb};
+    rc = mdb_put(t, z->meta, &k, &v, 0);
+  }
+  if (rc) {
+    mdb_txn_abort(t);
+    return rc;
+  }
+  return mdb_txn_commit(t);
+}
 
 static int group_add_body(zecho_group *g, const void *p, size_t n) {
   if (g->len + n > g->cap) {
@@ -65,6 +126,12 @@ static void *sync_main(void *arg) {
   zecho_group *g;
   while (zmq_recv(z->pipe, &g, sizeof g, 0) == (int)sizeof g) {
     if (!g) break;
+    if (z->env) {
+      int rc = z->err ? 0 : lmdb_store_group(z, g);
+      if (rc) z->err = rc;
+      zmq_send(z->pipe, &g, sizeof g, 0);
+      continue;
+    }
     size_t off = 0;
     while (off < g->len && !z->err) {
       size_t n = g->len - off;
@@ -106,6 +173,7 @@ static int take_request(void *s, zecho_group *g) {
       int full = group_add_body(g, zmq_msg_data(&part), zmq_msg_size(&part));
       zmq_msg_close(&part);
       if (full) return -1; /* out of memory: the caller stops */
+      g->ends[g->n] = g->len; /* a later body part of the same request extends it */
     }
     n++;
   }
@@ -131,29 +199,72 @@ static void group_reply(void *s, zecho_group *g) {
   g->len = 0;
 }
 
-static int run_durable(void *ctx, void *s, const char *file, int grow) {
-  zecho_sync z = {.fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600), .grow = grow};
-  if (z.fd < 0) {
-    fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", file, strerror(errno));
-    return 1;
+/* The LMDB floor's environment in dir, opened as Herald opens its store (MDB_NOTLS, every
+ * commit durable) with the map size of bench/peers/herald.sh. 0, or an LMDB/errno code. */
+static int lmdb_open(zecho_sync *z, const char *dir) {
+  MDB_txn *t;
+  int rc = mdb_env_create(&z->env);
+  if (!rc) rc = mdb_env_set_maxdbs(z->env, 4);
+  if (!rc) rc = mdb_env_set_mapsize(z->env, (size_t)32 << 30);
+  if (!rc) rc = mdb_env_open(z->env, dir, MDB_NOTLS, 0600);
+  if (!rc) rc = mdb_txn_begin(z->env, NULL, 0, &t);
+  if (rc) return rc;
+  if (!(rc = mdb_dbi_open(t, "messages", MDB_CREATE, &z->msgs)) &&
+      !(rc = mdb_dbi_open(t, "expiry", MDB_CREATE, &z->expiry)) &&
+      !(rc = mdb_dbi_open(t, "meta", MDB_CREATE, &z->meta)))
+    return mdb_txn_commit(t);
+  mdb_txn_abort(t);
+  return rc;
+}
+
+static void sync_close(zecho_sync *z) {
+  if (z->env) mdb_env_close(z->env);
+  if (z->fd >= 0) close(z->fd);
+}
+
+/* The file floor's F (--sync-file), or the LMDB floor's environment (--sync-lmdb). */
+static int sync_open(zecho_sync *z, const opts *o) {
+  const char *what = o->sync_lmdb ? o->sync_lmdb : o->sync_file;
+  int rc = 0;
+  z->fd = -1;
+  z->grow = o->sync_grow;
+  if (o->sync_lmdb) {
+    if ((rc = lmdb_open(z, o->sync_lmdb))) goto fail;
+    return 0;
   }
+  if ((z->fd = open(o->sync_file, O_RDWR | O_CREAT | O_TRUNC, 0600)) < 0) goto fail_errno;
   /* Zero the ring once and sync it: later writes overwrite allocated blocks. */
   static char zeros[1 << 20];
-  for (off_t at = 0; !grow && at < ZECHO_RING; at += (off_t)sizeof zeros)
-    if (pwrite(z.fd, zeros, sizeof zeros, at) != (ssize_t)sizeof zeros) {
-      fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", file, strerror(errno));
-      close(z.fd);
-      return 1;
-    }
-  if (!grow) fsync(z.fd);
+  for (off_t at = 0; !z->grow && at < ZECHO_RING; at += (off_t)sizeof zeros)
+    if (pwrite(z->fd, zeros, sizeof zeros, at) != (ssize_t)sizeof zeros) goto fail_errno;
+  if (!z->grow && fsync(z->fd) != 0) goto fail_errno;
+  return 0;
+fail_errno:
+  rc = errno ? errno : EIO;
+fail:
+  fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", what, mdb_strerror(rc));
+  sync_close(z);
+  return 1;
+}
+
+static int run_durable(void *ctx, void *s, const opts *o) {
+  zecho_sync z = {0};
+  const char *what = o->sync_lmdb ? o->sync_lmdb : o->sync_file;
+  if (sync_open(&z, o)) return 1;
   zecho_group groups[2] = {{0}, {0}};
-  for (int i = 0; i < 2; i++)
-    if (!(groups[i].route = calloc(2 * ZECHO_GROUP_MAX, sizeof(zmq_msg_t)))) {
+  for (int i = 0; i < 2; i++) {
+    groups[i].route = calloc(2 * ZECHO_GROUP_MAX, sizeof(zmq_msg_t));
+    groups[i].ends = calloc(ZECHO_GROUP_MAX, sizeof(size_t));
+    if (!groups[i].route || !groups[i].ends) {
       fprintf(stderr, "herald-bench zmq-echo: out of memory\n");
-      free(groups[0].route);
-      close(z.fd);
+      for (int j = 0; j <= i; j++) {
+        free(groups[j].route);
+        free(groups[j].ends);
+      }
+      sync_close(&z);
       return 1;
     }
+  }
   void *mine = zmq_socket(ctx, ZMQ_PAIR);
   z.pipe = zmq_socket(ctx, ZMQ_PAIR);
   zmq_bind(mine, "inproc://zecho-sync");
@@ -171,7 +282,7 @@ static int run_durable(void *ctx, void *s, const char *file, int grow) {
       zecho_group *done;
       if (zmq_recv(mine, &done, sizeof done, 0) != (int)sizeof done) break;
       if (z.err) {
-        fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", file, strerror(z.err));
+        fprintf(stderr, "herald-bench zmq-echo: %s: %s\n", what, mdb_strerror(z.err));
         rc = 1;
         break;
       }
@@ -195,10 +306,11 @@ static int run_durable(void *ctx, void *s, const char *file, int grow) {
   pthread_join(th, NULL);
   zmq_close(mine);
   zmq_close(z.pipe);
-  close(z.fd);
+  sync_close(&z);
   for (int i = 0; i < 2; i++) { /* requests never answered: their route parts */
     for (size_t k = 0; k < 2 * groups[i].n; k++) zmq_msg_close(&groups[i].route[k]);
     free(groups[i].route);
+    free(groups[i].ends);
     free(groups[i].data);
   }
   return rc;
@@ -216,8 +328,8 @@ int run_zmq_echo(opts *o) {
     zmq_ctx_term(ctx);
     return 1;
   }
-  if (o->sync_file) {
-    rc = run_durable(ctx, s, o->sync_file, o->sync_grow);
+  if (o->sync_file || o->sync_lmdb) {
+    rc = run_durable(ctx, s, o);
     goto out;
   }
   for (;;) {

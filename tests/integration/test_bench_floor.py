@@ -3,8 +3,9 @@
 the long-poll floor (`herald-bench lp-echo`, bench/lpecho.c) answers the part of Nchan's protocol
 the nchan adapter uses (held polls, If-None-Match catch-up, channel info) and the adapter counts
 every message exactly once; the durable ingest floor (`zmq-echo --sync-file`, bench/zecho.c)
-writes every request's body to its file before the reply, and the ingest client times every
-ack from its own request's send. The figures measured against them (docs/PERFORMANCE.md) rest
+writes every request's body to its file before the reply, the LMDB floor (`--sync-lmdb`)
+stores each as a message row and an expiry row, and the ingest client times every ack from its
+own request's send. The figures measured against them (docs/PERFORMANCE.md) rest
 on these.
 """
 import json
@@ -135,6 +136,37 @@ class IngestFloor(unittest.TestCase):
         # and those still in flight when the run ended.
         with open(log, "rb") as f:
             self.assertGreaterEqual(f.read().count(b"x" * 32), 2 * r["acked"], r)
+
+    def test_lmdb_echo_stores_every_body_as_two_rows(self):
+        work = tempfile.mkdtemp(prefix="herald-zecho-")
+        self.addCleanup(shutil.rmtree, work, True)
+        env = os.path.join(work, "lmdb")
+        os.mkdir(env)
+        endpoint, proc = self.start_echo("--sync-lmdb", env)
+        wait_for(lambda: os.path.exists(os.path.join(env, "data.mdb")), 10 * SLOW,
+                 what="the environment to be created")
+        r = self.run_ingest(endpoint, proc.pid)
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+        def entries(table):
+            out = subprocess.run(["mdb_stat", "-s", table, env], capture_output=True, text=True,
+                                 check=True).stdout
+            return int(out.split("Entries:")[1].split()[0])
+        # Every acknowledged request (and any still in flight whose group committed) has its
+        # message row and its expiry row, and the meta row holds the last sequence.
+        stored = entries("messages")
+        self.assertGreaterEqual(stored, r["acked"], r)
+        self.assertEqual(entries("expiry"), stored)
+        dump = subprocess.run(["mdb_dump", "-s", "meta", env], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+        # mdb_dump's data section: a line per key, then a line per value, both in hex
+        seq_hex = dump[dump.index(" " + b"seq".hex()) + 1].strip()
+        self.assertEqual(int(seq_hex, 16), stored)
+        # The bodies are what the client sent ('x'-padded payloads), after a 32-byte header.
+        rows = subprocess.run(["mdb_dump", "-s", "messages", env], capture_output=True,
+                              text=True, check=True).stdout
+        self.assertGreaterEqual(rows.count("78" * 32), stored)
 
     def test_plain_echo_times_every_ack(self):
         endpoint, proc = self.start_echo()
