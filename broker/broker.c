@@ -24,7 +24,7 @@
 #include "release.h"
 #include "release_api.h"
 
-#define SWEEP_MAX 2000 /* messages one sweep op deletes; a full sweep means "run again" */
+#define SWEEP_MAX 2000 /* messages one sweep op looks at; a full sweep means "run again" */
 
 int64_t hd__now_ms(void) { return hd__wall_ms(); }
 
@@ -375,6 +375,7 @@ static void on_sweep_done(hd_op *op) {
   sweepctx *c = (sweepctx *)op;
   hd_broker *b = c->b;
   size_t n = op->status == 0 ? op->u.sweep.deleted : 0;
+  int more = op->status == 0 && op->u.sweep.more;
   if (op->status)
     hd__log(HD_LOG_WARN, "sweep_failed", "error=%s", hd_err_code(op->status));
   free(c);
@@ -383,7 +384,7 @@ static void on_sweep_done(hd_op *op) {
     hd__events_expired(b->events, n);
   }
   /* A full sweep means more is due: go on at once rather than waiting for the timer. */
-  if (n >= SWEEP_MAX && !b->stopping) sweep_submit(b);
+  if (more && !b->stopping) sweep_submit(b);
 }
 
 static void sweep_submit(hd_broker *b) {

@@ -28,7 +28,8 @@ enum {
   DB_DIRECT,    /* dev_num(8) seq(8) -> message */
   DB_ACKS,      /* dev_num(8) app_num(4) seq(8) -> "" */
   DB_COLLAPSE,  /* app_num(4) dev_num(8) key -> seq(8) */
-  DB_EXPIRY,    /* expires_ms(8) seq(8) -> app_num(4) dev_num(8) */
+  DB_EXPIRY,    /* second_ms(8) first_seq(8) 'g' -> n x (seq(8) app_num(4) dev_num(8));
+                 * rows written before groups: expires_ms(8) seq(8) -> app_num(4) dev_num(8) */
   DB_COUNT
 };
 
@@ -50,6 +51,16 @@ struct hd_store {
   int wseq_dirty;         /* wseq is newer than the meta row: hd__store_wcommit writes it */
   uint32_t wapp_tenant, wapp_num;
   char wapp_id[HD_STORE_MAX_ID + 1]; /* "" : not known */
+  /* The expiry rows wtxn still owes: its publishes grouped by the second they expire in, one
+   * row per group written when the transaction commits instead of a row per message (that row
+   * was a tenth of the broker's CPU per publish under ingest). Buffers are kept for reuse. */
+  struct exp_group {
+    int64_t second_ms;
+    uint64_t first_seq;
+    unsigned char *loc; /* n locators of EXP_LOC bytes */
+    size_t n, cap;
+  } wexp[4];
+  size_t nwexp;
 };
 
 #define MV(p, n) ((MDB_val){.mv_size = (n), .mv_data = (void *)(p)})
@@ -106,6 +117,7 @@ fail:
 
 void hd__store_close(hd_store *s) {
   if (!s) return;
+  for (size_t i = 0; i < sizeof s->wexp / sizeof s->wexp[0]; i++) free(s->wexp[i].loc);
   if (s->rtxn) mdb_txn_abort(s->rtxn);
   mdb_env_close(s->env);
   free(s);
@@ -163,25 +175,42 @@ static uint64_t seq_now(hd_store *s, MDB_txn *t) {
   return t == s->wtxn && s->wseq ? s->wseq : meta_u64(s, t, "seq");
 }
 
-int hd__store_wcommit(hd_store *s, MDB_txn *t) {
-  if (t == s->wtxn && s->wseq_dirty) {
-    int rc = meta_put_u64_mdb(s, t, "seq", s->wseq);
-    if (rc) {
-      mdb_txn_abort(t);
-      s->wtxn = NULL;
-      return rc;
-    }
+static int exp_flush(hd_store *s, MDB_txn *t);
+
+/* What wtxn kept back (the sequence counter, the expiry groups), written into it. */
+static int wflush(hd_store *s, MDB_txn *t) {
+  int rc = exp_flush(s, t);
+  if (rc == 0 && s->wseq_dirty) {
+    if ((rc = meta_put_u64_mdb(s, t, "seq", s->wseq))) return rc;
     s->wseq_dirty = 0;
   }
-  if (t == s->wtxn) s->wtxn = NULL; /* ended: whatever comes next begins afresh */
+  return rc;
+}
+
+int hd__store_wcommit(hd_store *s, MDB_txn *t) {
+  if (t == s->wtxn) {
+    int rc = wflush(s, t);
+    s->wtxn = NULL; /* ended: whatever comes next begins afresh */
+    if (rc) {
+      mdb_txn_abort(t);
+      return rc;
+    }
+  }
   return mdb_txn_commit(t);
 }
 
 int hd__store_wbegin(hd_store *s, MDB_txn *parent, MDB_txn **out) {
+  /* A child of wtxn: what the parent kept back goes into the parent first, or the child's
+   * commit (and the parent's) would never write it. */
+  if (parent && parent == s->wtxn) {
+    int rc = wflush(s, parent);
+    if (rc) return merr(rc);
+  }
   s->wtxn = NULL;
   s->wseq = 0;
   s->wseq_dirty = 0;
   s->wapp_id[0] = 0;
+  s->nwexp = 0;
   int rc = merr(mdb_txn_begin(s->env, parent, 0, out));
   if (rc == 0) s->wtxn = *out;
   return rc;
@@ -301,8 +330,89 @@ static void expiry_key(unsigned char *k, int64_t expires_ms, uint64_t seq) {
   hd_be64(k + 8, seq);
 }
 
-/* Remove a stored message and the index rows that point at it. HD_ENOTFOUND if gone. */
-static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num, uint64_t seq) {
+/* Expiry rows. A group row holds the messages of one transaction that expire within the same
+ * second: key second_ms(8) first_seq(8) 'g' (17 bytes, so it never equals a 16-byte single
+ * row's key), value EXP_LOC bytes per message. The sweeper takes a row once its second is
+ * over, so a message's space is freed up to a second after it expired (reads hide it at
+ * once). Single rows (expires_ms(8) seq(8) -> app(4) dev(8)) were written before groups; the
+ * sweeper still reads them. */
+#define EXP_LOC 20       /* seq(8) app_num(4) dev_num(8) */
+#define EXP_KEY 17
+#define EXP_ROW_MAX 512  /* locators per row: a sweep that stops inside a row rewrites <= 10 KiB */
+#define EXP_OPEN (sizeof ((hd_store *)0)->wexp / sizeof ((hd_store *)0)->wexp[0])
+
+static void exp_group_key(unsigned char *k, int64_t second_ms, uint64_t first_seq) {
+  hd_be64(k, (uint64_t)second_ms);
+  hd_be64(k + 8, first_seq);
+  k[16] = 'g';
+}
+
+static int exp_row_put(hd_store *s, MDB_txn *t, int64_t second_ms, uint64_t first_seq,
+                       const unsigned char *loc, size_t n) {
+  unsigned char kb[EXP_KEY];
+  exp_group_key(kb, second_ms, first_seq);
+  MDB_val k = MV(kb, EXP_KEY), v = MV(loc, n * EXP_LOC);
+  return mdb_put(t, s->dbi[DB_EXPIRY], &k, &v, 0);
+}
+
+/* Writes wtxn's open groups as rows. An LMDB code. */
+static int exp_flush(hd_store *s, MDB_txn *t) {
+  int rc = 0;
+  for (size_t i = 0; i < s->nwexp && rc == 0; i++) {
+    struct exp_group *g = &s->wexp[i];
+    if (g->n) rc = exp_row_put(s, t, g->second_ms, g->first_seq, g->loc, g->n);
+  }
+  s->nwexp = 0;
+  return rc;
+}
+
+/* Records that message seq (app, dev) expires at expires_ms: into one of wtxn's groups, or
+ * (any other transaction) a row of its own at once. An LMDB code. */
+static int exp_add(hd_store *s, MDB_txn *t, int64_t expires_ms, uint64_t seq, uint32_t app,
+                   uint64_t dev) {
+  unsigned char one[EXP_LOC];
+  hd_be64(one, seq);
+  hd_be32(one + 8, app);
+  hd_be64(one + 12, dev);
+  int64_t second = expires_ms - expires_ms % 1000;
+  if (t != s->wtxn) return exp_row_put(s, t, second, seq, one, 1);
+  struct exp_group *g = NULL;
+  for (size_t i = 0; i < s->nwexp && !g; i++)
+    if (s->wexp[i].second_ms == second) g = &s->wexp[i];
+  int rc;
+  if (g && g->n == EXP_ROW_MAX) { /* full: write it and go on in a new row */
+    if ((rc = exp_row_put(s, t, g->second_ms, g->first_seq, g->loc, g->n))) return rc;
+    g->n = 0;
+  } else if (!g && s->nwexp < EXP_OPEN) {
+    g = &s->wexp[s->nwexp++];
+    g->n = 0;
+  } else if (!g) { /* more seconds than open groups (mixed TTLs): the first one is written */
+    g = &s->wexp[0];
+    if ((rc = exp_row_put(s, t, g->second_ms, g->first_seq, g->loc, g->n))) return rc;
+    g->n = 0;
+  }
+  if (g->n == 0) {
+    g->second_ms = second;
+    g->first_seq = seq;
+  }
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 64;
+    unsigned char *l = realloc(g->loc, cap * EXP_LOC);
+    if (!l) return ENOMEM;
+    g->loc = l;
+    g->cap = cap;
+  }
+  memcpy(g->loc + g->n * EXP_LOC, one, EXP_LOC);
+  g->n++;
+  return 0;
+}
+
+/* Remove a stored message and the rows that point at it, if it expired by due_ms (INT64_MAX:
+ * whenever). 0 removed, 1 not due yet (kept), HD_ENOTFOUND if gone. A group expiry row keeps
+ * its locator of the message (rewriting the row for one message would cost more than the
+ * sweeper skipping it later); a single expiry row goes with it. */
+static int msg_delete_due(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num,
+                          uint64_t seq, int64_t due_ms) {
   unsigned char kb[16], eb[16], cb[12 + HD_STORE_MAX_COLLAPSE];
   MDB_val k, v;
   MDB_dbi dbi = msg_key(s, app_num, dev_num, seq, kb, &k);
@@ -310,6 +420,7 @@ static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_nu
   if (rc) return merr(rc);
   hd_store_msg m;
   if ((rc = msg_decode(seq, &v, &m))) return rc;
+  if (m.expires_ms > due_ms) return 1;
   expiry_key(eb, m.expires_ms, seq);
   MDB_val ek = MV(eb, 16);
   rc = mdb_del(t, s->dbi[DB_EXPIRY], &ek, NULL);
@@ -323,6 +434,10 @@ static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_nu
     }
   }
   return merr(mdb_del(t, dbi, &k, NULL));
+}
+
+static int msg_delete(hd_store *s, MDB_txn *t, uint32_t app_num, uint64_t dev_num, uint64_t seq) {
+  return msg_delete_due(s, t, app_num, dev_num, seq, INT64_MAX);
 }
 
 int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t *seq,
@@ -348,7 +463,7 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
     cv = MV(sb, 8);
     if ((rc = mdb_put(t, s->dbi[DB_COLLAPSE], &ck, &cv, 0))) return merr(rc);
   }
-  unsigned char kb[16], eb[16];
+  unsigned char kb[16];
   MDB_val k, v;
   MDB_dbi dbi = msg_key(s, p->app_num, p->dev_num, n, kb, &k);
   v.mv_size = MSG_HDR + p->collapse_len + p->data_len;
@@ -365,12 +480,8 @@ int hd__store_w_publish(hd_store *s, MDB_txn *t, const hd_store_pub *p, uint64_t
   hd_be64(b + 24, p->dev_num);
   if (p->collapse_len) memcpy(b + MSG_HDR, p->collapse, p->collapse_len);
   if (p->data_len) memcpy(b + MSG_HDR + p->collapse_len, p->data, p->data_len);
-  unsigned char lb[12];
-  expiry_key(eb, p->expires_ms, n);
-  hd_be32(lb, p->app_num);
-  hd_be64(lb + 4, p->dev_num);
-  MDB_val ek = MV(eb, 16), ev = MV(lb, 12); /* where the message lives, for the sweeper */
-  if ((rc = mdb_put(t, s->dbi[DB_EXPIRY], &ek, &ev, 0))) return merr(rc);
+  /* where the message lives, for the sweeper */
+  if ((rc = exp_add(s, t, p->expires_ms, n, p->app_num, p->dev_num))) return merr(rc);
   if (t == s->wtxn) {
     s->wseq = n; /* the meta row is written once, by hd__store_wcommit */
     s->wseq_dirty = 1;
@@ -644,46 +755,111 @@ out:
   return rc;
 }
 
-int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted) {
-  *deleted = 0;
-  /* Collect a chunk, then delete it: msg_delete removes the expiry row under the cursor. */
-  struct { uint64_t seq, exp; uint32_t app; uint64_t dev; } due[256];
-  while (*deleted < max) {
-    MDB_cursor *c;
-    MDB_val k, v;
-    size_t n = 0, cap = max - *deleted < 256 ? max - *deleted : 256;
-    int rc = mdb_cursor_open(t, s->dbi[DB_EXPIRY], &c);
-    if (rc) return merr(rc);
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < cap;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-      if (k.mv_size != 16 || (int64_t)hd_rd64(k.mv_data) > now_ms) break;
-      if (v.mv_size != 12) continue;
-      due[n].exp = hd_rd64(k.mv_data);
-      due[n].seq = hd_rd64((const unsigned char *)k.mv_data + 8);
-      due[n].app = hd_rd32(v.mv_data);
-      due[n].dev = hd_rd64((const unsigned char *)v.mv_data + 4);
-      n++;
-    }
-    mdb_cursor_close(c);
-    if (rc && rc != MDB_NOTFOUND) return merr(rc);
-    if (n == 0) break;
-    for (size_t i = 0; i < n; i++) {
-      rc = msg_delete(s, t, due[i].app, due[i].dev, due[i].seq);
-      if (rc && rc != HD_ENOTFOUND) return rc;
-      if (rc == HD_ENOTFOUND) {
-        /* An expiry row without its message (it should not happen: they go together): drop it
-         * so the sweep cannot stall on it. */
-        unsigned char eb[16];
-        expiry_key(eb, (int64_t)due[i].exp, due[i].seq);
-        MDB_val ek = MV(eb, 16);
-        if ((rc = mdb_del(t, s->dbi[DB_EXPIRY], &ek, NULL)) && rc != MDB_NOTFOUND) return merr(rc);
-        continue;
+/* One expiry row due, copied out of the cursor's page before anything is deleted. */
+typedef struct exp_due {
+  unsigned char key[EXP_KEY];
+  size_t klen;
+  unsigned char *loc; /* locators, EXP_LOC bytes each (a single row's one, converted) */
+  size_t n;
+} exp_due;
+
+/* The rows due by now_ms, oldest first, until they hold `max` messages: a group row once its
+ * whole second has passed (every message in it has expired), a single row at its expiry. */
+static int exp_collect(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, exp_due **out,
+                       size_t *nout) {
+  MDB_cursor *c;
+  MDB_val k, v;
+  exp_due *rows = NULL;
+  size_t n = 0, cap = 0, locs = 0;
+  int rc = mdb_cursor_open(t, s->dbi[DB_EXPIRY], &c);
+  if (rc) return merr(rc);
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && locs < max;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    int64_t at = (int64_t)hd_rd64(k.mv_data);
+    if (k.mv_size < 16 || at > now_ms) break;
+    if (k.mv_size == EXP_KEY && at > now_ms - 1000) continue; /* its second is not over */
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      exp_due *r = realloc(rows, cap * sizeof *rows);
+      if (!r) {
+        rc = ENOMEM;
+        break;
       }
-      (*deleted)++;
+      rows = r;
     }
-    if (n < cap) break;
+    exp_due *d = &rows[n];
+    d->klen = k.mv_size < EXP_KEY ? k.mv_size : EXP_KEY;
+    memcpy(d->key, k.mv_data, d->klen);
+    int single = k.mv_size == 16 && v.mv_size == 12;
+    int group = k.mv_size == EXP_KEY && v.mv_size % EXP_LOC == 0;
+    d->n = single ? 1 : group ? v.mv_size / EXP_LOC : 0; /* 0: malformed, only deleted */
+    d->loc = d->n ? malloc(d->n * EXP_LOC) : NULL;
+    if (d->n && !d->loc) {
+      rc = ENOMEM;
+      break;
+    }
+    if (single) {
+      memcpy(d->loc, (const unsigned char *)k.mv_data + 8, 8);
+      memcpy(d->loc + 8, v.mv_data, 12);
+    } else if (group) {
+      memcpy(d->loc, v.mv_data, v.mv_size);
+    }
+    n++;
+    locs += d->n ? d->n : 1;
   }
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) {
+    for (size_t i = 0; i < n; i++) free(rows[i].loc);
+    free(rows);
+    return merr(rc);
+  }
+  *out = rows;
+  *nout = n;
   return 0;
+}
+
+int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted,
+                      int *more) {
+  *deleted = 0;
+  if (more) *more = 0;
+  exp_due *rows = NULL;
+  size_t nrows = 0, budget = max;
+  int rc = exp_collect(s, t, now_ms, max, &rows, &nrows);
+  if (rc) return rc;
+  for (size_t r = 0; r < nrows && rc == 0; r++) {
+    exp_due *d = &rows[r];
+    size_t kept = 0;
+    /* Each message is looked at once per sweep (budget), deleted or already gone (collapsed,
+     * acked). Those past the budget, and any not expired after all, stay in the row, written
+     * back at its front. */
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+      unsigned char *l = d->loc + i * EXP_LOC;
+      int out = 1;
+      if (budget) {
+        budget--;
+        out = msg_delete_due(s, t, hd_rd32(l + 8), hd_rd64(l + 12), hd_rd64(l), now_ms);
+        if (out == 0) (*deleted)++;
+        if (out == HD_ENOTFOUND) out = 0;
+        if (out < 0) rc = out;
+      }
+      if (out == 1) memmove(d->loc + kept++ * EXP_LOC, l, EXP_LOC);
+    }
+    if (rc) break;
+    if (d->n == 0 && budget) budget--;
+    MDB_val k = MV(d->key, d->klen);
+    if (kept == 0) {
+      int drc = mdb_del(t, s->dbi[DB_EXPIRY], &k, NULL);
+      if (drc && drc != MDB_NOTFOUND) rc = merr(drc);
+    } else if (kept < d->n && d->klen == EXP_KEY) {
+      MDB_val v = MV(d->loc, kept * EXP_LOC);
+      rc = merr(mdb_put(t, s->dbi[DB_EXPIRY], &k, &v, 0));
+    }
+  }
+  /* exp_collect stops gathering rows at max messages: used up, there may be more due. */
+  if (more && rc == 0 && budget == 0) *more = 1;
+  for (size_t r = 0; r < nrows; r++) free(rows[r].loc);
+  free(rows);
+  return rc;
 }
 
 uint64_t hd__store_pub_cost(hd_store *s, size_t data_len, size_t collapse_len) {

@@ -139,8 +139,11 @@ int hd__store_touch(hd_store *s);
 /* What a publish of these sizes costs in map space, pessimistically (page rounding, index rows,
  * copy-on-write of the B-tree path). */
 uint64_t hd__store_pub_cost(hd_store *s, size_t data_len, size_t collapse_len);
-/* Delete up to `max` messages that expired before now_ms. *deleted counts them. */
-int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted);
+/* Look at up to `max` messages whose expiry row is due by now_ms and delete those expired.
+ * *deleted counts the deleted; *more (may be NULL) is set when it stopped at max with more
+ * rows due, so the caller can run it again at once. */
+int hd__store_w_sweep(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, size_t *deleted,
+                      int *more);
 
 /* ---- read side: loop thread ---- */
 /* Start (or renew) the loop thread's read transaction. Pair with hd__store_rend. */

@@ -145,7 +145,7 @@ static int apply_kind(hd_store *s, MDB_txn *t, hd_op *op, int64_t now) {
                            &op->u.ack.acked);
   case HD_OP_SWEEP:
     return hd__store_w_sweep(s, t, now, op->u.sweep.max ? op->u.sweep.max : 1000,
-                             &op->u.sweep.deleted);
+                             &op->u.sweep.deleted, &op->u.sweep.more);
   case HD_OP_TENANT: return apply_tenant(s, t, op);
   case HD_OP_DEVICE_GEN: return apply_device_gen(s, t, op);
   case HD_OP_FN: return op->u.fn.apply ? op->u.fn.apply(s, t, op, now) : HD_EINVAL;

@@ -111,8 +111,9 @@ struct hd_op {
       size_t acked;            /* result */
     } ack;
     struct {
-      size_t max;              /* most messages to delete in this op */
+      size_t max;              /* most messages to look at in this op */
       size_t deleted;          /* result */
+      int more;                /* result: it stopped at max, more may be due */
     } sweep;
     struct {
       const char *name;

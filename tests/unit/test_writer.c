@@ -389,9 +389,10 @@ static void test_failed_op_does_not_poison_its_batch(void **state) {
   assert_int_equal(hd__writer_start(&f->loop, f->s, 0, 0, &f->w), 0);
   w = f->w;
 
-  /* A message that expires at once, for the sweep below. */
+  /* A message that expired two seconds ago, for the sweep below: the sweeper takes an expiry
+   * row once the second its messages expire in is over. */
   pub_op(&ops[0], f, &t, "news", NULL, "ephemeral", 9);
-  ops[0].u.pub.ttl_s = 0;
+  ops[0].u.pub.ttl_s = -2;
   assert_int_equal(hd__writer_submit(w, &ops[0]), 0);
   run_until(f, &t, 1);
   assert_int_equal(ops[0].status, 0);
