@@ -347,9 +347,9 @@ int hd__codec_msgpack_validate(const void *buf, size_t len) {
 
 /* ---- value-by-value reading (hd_mp) ------------------------------------------------------- */
 
-int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len) {
+int hd__mp_skip(hd_mp *r, int depth, const unsigned char **at, size_t *len) {
   hd_mp m = {r->p, r->end};
-  int rc = rd_value(&m, NULL, 0);
+  int rc = rd_value(&m, NULL, depth);
   if (rc) return rc;
   *at = r->p;
   *len = (size_t)(m.p - r->p);

@@ -63,7 +63,9 @@ typedef struct hd_mp_val {
  * read next). 0, or HD_EINVAL when the bytes end early or hold no msgpack value. */
 int hd__mp_next(hd_mp *r, hd_mp_val *v);
 /* Skip the next value whole (elements included, depth-capped); *at and *len say where its
- * bytes were. 0 or HD_EINVAL. */
-int hd__mp_skip(hd_mp *r, const unsigned char **at, size_t *len);
+ * bytes were. 0 or HD_EINVAL. depth is how deep the value sits in what is being read (0: it is
+ * the whole of it), so that the cap counts from the outermost value as
+ * hd__codec_msgpack_validate's does. */
+int hd__mp_skip(hd_mp *r, int depth, const unsigned char **at, size_t *len);
 
 #endif

@@ -651,9 +651,16 @@ static void test_mp_reader(void **state) {
   const unsigned char *at = NULL;
   size_t n = 0;
   const unsigned char *map = r.p;
-  assert_int_equal(hd__mp_skip(&r, &at, &n), 0);
+  assert_int_equal(hd__mp_skip(&r, 0, &at, &n), 0);
   assert_ptr_equal(at, map);
   assert_int_equal(n, 8);
+  /* The depth cap counts from where the value sits: a map holding an array is two levels. */
+  hd_mp deep = {map, map + 8};
+  assert_int_equal(hd__mp_skip(&deep, HD_CODEC_MAX_DEPTH - 2, &at, &n), 0);
+  deep = (hd_mp){map, map + 8};
+  assert_int_equal(hd__mp_skip(&deep, HD_CODEC_MAX_DEPTH - 1, &at, &n), HD_EINVAL);
+  at = NULL;
+  n = 0;
   assert_int_equal(hd__mp_next(&r, &v), 0);
   assert_int_equal(v.kind, HD_MP_NIL);
   assert_ptr_equal(r.p, b + sizeof b);
@@ -673,7 +680,7 @@ static void test_mp_reader(void **state) {
   const unsigned char *p0 = r.p;
   assert_int_equal(hd__mp_next(&r, &v), HD_EINVAL);
   assert_ptr_equal(r.p, p0); /* nothing taken */
-  assert_int_equal(hd__mp_skip(&r, &at, &n), HD_EINVAL);
+  assert_int_equal(hd__mp_skip(&r, 0, &at, &n), HD_EINVAL);
   static const unsigned char never[] = {0xc1};
   r = (hd_mp){never, never + 1};
   assert_int_equal(hd__mp_next(&r, &v), HD_EINVAL);
