@@ -97,7 +97,8 @@ TITLES = {
               "is the floor: a ZeroMQ echo that stores nothing; durable-echo the durable floor: "
               "the same echo appending each group of request bodies to a file and fdatasyncing "
               "it before replying; lmdb-echo the same with LMDB as the store: each group stored "
-              "as Herald's store keeps publishes, two rows each, in one durable commit)",
+              "as Herald's store keeps publishes (a row each, expiry entries 512 a row) in one "
+              "durable commit)",
     "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",

@@ -67,7 +67,8 @@ epid=$("$here/peers/zmq-echo.sh" start "$tmp/ze" $EPORT) || epid=
 # (the filesystem Herald's store is on) and fdatasync'd before its replies.
 dpid=$("$here/peers/zmq-echo.sh" start "$tmp/de" $DPORT durable) || dpid=
 # The durable floor with LMDB as the store: each group stored as Herald's store keeps publishes
-# (two rows each) in one durable LMDB commit, with nothing else a broker does.
+# (a row each, their expiry entries in rows of 512) in one durable LMDB commit, with nothing
+# else a broker does.
 spid=$("$here/peers/zmq-echo.sh" start "$tmp/se" $SPORT lmdb) || spid=
 # Not a broker either: the paced long-poll workloads' floor (loopback HTTP and the load client).
 lpid=$("$here/peers/lp-echo.sh" start "$tmp/le" $LPORT) || lpid=

@@ -15,10 +15,10 @@
  *
  * With --sync-lmdb DIR the group goes into an LMDB environment instead, in the shape of
  * Herald's store and nothing more: per request a message row (12-byte key: app and sequence;
- * a 32-byte header then the body, written in place with MDB_RESERVE) and an expiry row
- * (16-byte key, 12-byte value), one "seq" meta row per group, one durable commit per group
- * (LMDB's default: data pages, fdatasync, meta page, fdatasync). No parsing, validation,
- * authentication or delivery: the floor of durable ingest with LMDB as the store. */
+ * a 32-byte header then the body, written in place with MDB_RESERVE), per 512 requests an
+ * expiry row, one "seq" meta row per group, one durable commit per group (LMDB's default: data
+ * pages, fdatasync, meta page, fdatasync). No parsing, validation, authentication or
+ * delivery: the floor of durable ingest with LMDB as the store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -66,33 +66,46 @@ static void be64(unsigned char *p, uint64_t v) {
   for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
 }
 
-/* One group as Herald's writer stores a batch of publishes: two rows per request, the
+/* One group as Herald's writer stores a batch of publishes: a message row per request (12-byte
+ * key: app and sequence; a 32-byte header then the body, written in place), the group's
+ * expiry entries (20 bytes each: they all expire in the same second) in rows of up to 512, the
  * sequence in the meta table once, one commit. Returns 0 or an LMDB/errno code. */
+#define ZECHO_EXP_ROW 512
 static int lmdb_store_group(zecho_sync *z, const zecho_group *g) {
+  static unsigned char loc[ZECHO_EXP_ROW * 20];
   MDB_txn *t;
   int rc = mdb_txn_begin(z->env, NULL, 0, &t);
   if (rc) return rc;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-  size_t start = 0;
+  uint64_t second = (now + 86400000u) / 1000 * 1000, first = z->seq + 1;
+  size_t start = 0, nloc = 0;
   for (size_t i = 0; i < g->n && !rc; i++) {
     size_t n = g->ends[i] - start;
     uint64_t seq = ++z->seq;
-    unsigned char kb[12], eb[16], lb[12];
+    unsigned char kb[12];
     be32(kb, 1); /* the app */
     be64(kb + 4, seq);
     MDB_val k = {sizeof kb, kb}, v = {32 + n, NULL};
     if ((rc = mdb_put(t, z->msgs, &k, &v, MDB_RESERVE))) break;
     memset(v.mv_data, 0, 32);
     memcpy((char *)v.mv_data + 32, g->data + start, n);
-    be64(eb, now + 86400000u);
-    be64(eb + 8, seq);
-    be32(lb, 1);
-    be64(lb + 4, 0);
-    MDB_val ek = {sizeof eb, eb}, ev = {sizeof lb, lb};
-    rc = mdb_put(t, z->expiry, &ek, &ev, 0);
     start = g->ends[i];
+    unsigned char *l = loc + nloc++ * 20;
+    be64(l, seq);
+    be32(l + 8, 1);
+    be64(l + 12, 0);
+    if (nloc == ZECHO_EXP_ROW || i + 1 == g->n) { /* the row is full, or the group ends */
+      unsigned char eb[17];
+      be64(eb, second);
+      be64(eb + 8, first);
+      eb[16] = 'g';
+      MDB_val ek = {sizeof eb, eb}, ev = {nloc * 20, loc};
+      rc = mdb_put(t, z->expiry, &ek, &ev, 0);
+      first = seq + 1;
+      nloc = 0;
+    }
   }
   if (!rc) {
     unsigned char sb[8];

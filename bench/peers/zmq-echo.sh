@@ -5,8 +5,9 @@
 # client allow here. With "durable", each group of requests is first appended to DIR/log and
 # fdatasync'd (--sync-file, --sync-grow: the file grows, as a store that keeps what it is given
 # does): the floor of durable ingest on DIR's filesystem. With "lmdb", each group is stored in
-# an LMDB environment in DIR/lmdb as Herald's store keeps publishes (two rows each, one durable
-# commit per group; --sync-lmdb): the floor of durable ingest with LMDB as the store.
+# an LMDB environment in DIR/lmdb as Herald's store keeps publishes (a row each, their expiry
+# entries 512 a row, one durable commit per group; --sync-lmdb): the floor of durable ingest
+# with LMDB as the store.
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18478} mode=${4:-}
