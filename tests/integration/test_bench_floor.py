@@ -137,7 +137,7 @@ class IngestFloor(unittest.TestCase):
         with open(log, "rb") as f:
             self.assertGreaterEqual(f.read().count(b"x" * 32), 2 * r["acked"], r)
 
-    def test_lmdb_echo_stores_every_body_as_two_rows(self):
+    def test_lmdb_echo_stores_every_body_with_its_expiry_entry(self):
         work = tempfile.mkdtemp(prefix="herald-zecho-")
         self.addCleanup(shutil.rmtree, work, True)
         env = os.path.join(work, "lmdb")
