@@ -882,6 +882,16 @@ static void test_ttl_hides_expired_and_sweep_deletes(void **state) {
 
 /* ---- limits ------------------------------------------------------------------------------ */
 
+/* One sweep in a transaction of its own: how many it deleted; *more (may be NULL) as the
+ * sweeper says. */
+static size_t sweep_at(hd_store *s, int64_t now, size_t max, int *more) {
+  size_t deleted = 12345;
+  MDB_txn *t = wbegin(s);
+  assert_int_equal(hd__store_w_sweep(s, t, now, max, &deleted, more), 0);
+  commit(t);
+  return deleted;
+}
+
 /* Expiry rows group a transaction's messages by the second they expire in, at most 512 a row
  * (one row per message was a tenth of the broker's CPU under ingest); a transaction that is
  * not the writer's (a child) writes its own row at once. */
@@ -907,11 +917,7 @@ static void test_expiry_rows_group_a_transactions_messages(void **state) {
   assert_int_equal(db_entries(f->s, "expiry"), 5); /* the parent's, written as the child began */
   assert_int_equal(db_entries(f->s, "log"), 1004);
 
-  size_t deleted = 0;
-  t = wbegin(f->s);
-  assert_int_equal(hd__store_w_sweep(f->s, t, LATER + 1999, 100000, &deleted, NULL), 0);
-  commit(t);
-  assert_int_equal(deleted, 1004);
+  assert_int_equal(sweep_at(f->s, LATER + 1999, 100000, NULL), 1004);
   assert_int_equal(db_entries(f->s, "expiry"), 0);
   assert_int_equal(db_entries(f->s, "log"), 0);
 }
@@ -936,30 +942,20 @@ static void test_sweep_takes_a_row_once_its_second_is_over(void **state) {
   EXPECT_PENDING(f->s, d[0], 0, 1, NOW + 500, late); /* hidden at once, still stored */
   assert_int_equal(db_entries(f->s, "log"), 303);
 
-  size_t deleted = 0;
   int more = 1;
-  t = wbegin(f->s);
-  assert_int_equal(hd__store_w_sweep(f->s, t, NOW + 999, 1000, &deleted, &more), 0);
-  assert_int_equal(deleted, 0); /* the second is not over */
+  assert_int_equal(sweep_at(f->s, NOW + 999, 1000, &more), 0); /* the second is not over */
   assert_int_equal(more, 0);
-  assert_int_equal(hd__store_w_sweep(f->s, t, NOW + 1000, 1000, &deleted, &more), 0);
-  commit(t);
-  assert_int_equal(deleted, 3); /* early, the kept key, late; the collapsed one was gone */
+  /* early, the kept key, late; the collapsed one was gone */
+  assert_int_equal(sweep_at(f->s, NOW + 1000, 1000, &more), 3);
   assert_int_equal(more, 0);
   assert_int_equal(db_entries(f->s, "expiry"), 1);
   assert_int_equal(db_entries(f->s, "log"), 300);
 
-  t = wbegin(f->s);
-  assert_int_equal(hd__store_w_sweep(f->s, t, LATER + 1000, 100, &deleted, &more), 0);
-  commit(t);
-  assert_int_equal(deleted, 100);
+  assert_int_equal(sweep_at(f->s, LATER + 1000, 100, &more), 100);
   assert_int_equal(more, 1); /* stopped at max */
   assert_int_equal(db_entries(f->s, "log"), 200);
   assert_int_equal(db_entries(f->s, "expiry"), 1);
-  t = wbegin(f->s);
-  assert_int_equal(hd__store_w_sweep(f->s, t, LATER + 1000, 1000, &deleted, &more), 0);
-  commit(t);
-  assert_int_equal(deleted, 200);
+  assert_int_equal(sweep_at(f->s, LATER + 1000, 1000, &more), 200);
   assert_int_equal(more, 0);
   assert_int_equal(db_entries(f->s, "log"), 0);
   assert_int_equal(db_entries(f->s, "expiry"), 0);
