@@ -14,6 +14,7 @@
 
 #define HD_STORE_SCHEMA 2 /* 2: ack rows carry the app */
 #define MSG_HDR 32
+#define EXP_OPEN 4 /* expiry groups a write transaction keeps open (seconds of expiry) */
 
 enum {
   DB_META,
@@ -59,7 +60,7 @@ struct hd_store {
     uint64_t first_seq;
     unsigned char *loc; /* n locators of EXP_LOC bytes */
     size_t n, cap;
-  } wexp[4];
+  } wexp[EXP_OPEN];
   size_t nwexp;
 };
 
@@ -117,7 +118,7 @@ fail:
 
 void hd__store_close(hd_store *s) {
   if (!s) return;
-  for (size_t i = 0; i < sizeof s->wexp / sizeof s->wexp[0]; i++) free(s->wexp[i].loc);
+  for (size_t i = 0; i < EXP_OPEN; i++) free(s->wexp[i].loc);
   if (s->rtxn) mdb_txn_abort(s->rtxn);
   mdb_env_close(s->env);
   free(s);
@@ -339,7 +340,6 @@ static void expiry_key(unsigned char *k, int64_t expires_ms, uint64_t seq) {
 #define EXP_LOC 20       /* seq(8) app_num(4) dev_num(8) */
 #define EXP_KEY 17
 #define EXP_ROW_MAX 512  /* locators per row: a sweep that stops inside a row rewrites <= 10 KiB */
-#define EXP_OPEN (sizeof ((hd_store *)0)->wexp / sizeof ((hd_store *)0)->wexp[0])
 
 static void exp_group_key(unsigned char *k, int64_t second_ms, uint64_t first_seq) {
   hd_be64(k, (uint64_t)second_ms);
@@ -775,8 +775,9 @@ static int exp_collect(hd_store *s, MDB_txn *t, int64_t now_ms, size_t max, exp_
   if (rc) return merr(rc);
   for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && locs < max;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < 16) break;
     int64_t at = (int64_t)hd_rd64(k.mv_data);
-    if (k.mv_size < 16 || at > now_ms) break;
+    if (at > now_ms) break;
     if (k.mv_size == EXP_KEY && at > now_ms - 1000) continue; /* its second is not over */
     if (n == cap) {
       cap = cap ? cap * 2 : 16;
