@@ -60,8 +60,8 @@ typedef struct opts {
   const char *sync_file; /* --sync-file F: each group of requests written to F and fdatasync'd
                           * before any of them is answered (the durable floor) */
   int sync_grow;         /* --sync-grow: F grows as a log instead of being a 64 MiB ring */
-  const char *sync_lmdb; /* --sync-lmdb DIR: each group stored in an LMDB environment in DIR,
-                          * two rows per request as Herald's store, one durable commit */
+  const char *sync_lmdb; /* --sync-lmdb DIR: each group stored in an LMDB environment in DIR
+                          * as Herald's store keeps publishes, one durable commit */
 } opts;
 
 typedef struct usage {
@@ -155,7 +155,8 @@ int run_peer_ingest(opts *o, int kind);
 int run_updates(opts *o);
 int run_smpp(opts *o);
 /* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor); with
- * --sync-file, a durable one (group commit to a file, fdatasync before the replies). */
+ * --sync-file, a durable one (group commit to a file, fdatasync before the replies); with
+ * --sync-lmdb, the same into LMDB as Herald's store keeps publishes. */
 int run_zmq_echo(opts *o);
 /* lpecho.c: serve --http as a minimal Nchan-style long-poll server until killed (the floor of
  * the long-poll workloads, driven by the nchan adapter). */

@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "../broker/bytes.h" /* hd_be64 */
 #include "bench.h"
 #include "json.h"
 #include "hist.h"
@@ -248,10 +249,6 @@ typedef struct ingest {
   uv_timer_t timer, progress;
 } ingest;
 
-static void put_be64(char *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (char)(v & 0xff);
-}
-
 /* One message a request: the request is the same bytes every time but for seq and send time,
  * so it is packed once, with both as fixed-width uint64s, and patched per send (packing it
  * anew cost the load client a fifth of its CPU). The broker sees the same map as from
@@ -344,8 +341,8 @@ static void ingest_send(ingest *g, int conn) {
     build_batch_request(&g->sb, g->o, g->key, corr, t, g->o->size - 24 > 0 ? g->o->size - 24 : 0);
   } else {
     if (!g->t_off) ingest_template(g);
-    put_be64(g->sb.data + g->s_off, corr);
-    put_be64(g->sb.data + g->t_off, t);
+    hd_be64((unsigned char *)g->sb.data + g->s_off, corr);
+    hd_be64((unsigned char *)g->sb.data + g->t_off, t);
   }
   g->sent[(size_t)conn * g->ring + corr % g->ring] = (struct ingest_sent){corr, t};
   /* The connection index rides in the top bits of the correlation id. */
@@ -809,8 +806,8 @@ static void usage_text(FILE *f) {
           "                     --sync-file F: the durable floor, each group of requests\n"
           "                     written to F (a 64 MiB ring) and fdatasync'd before its replies;\n"
           "                     --sync-grow: F grows as a log instead (a growing store's cost);\n"
-          "                     --sync-lmdb DIR: each group stored in LMDB in DIR instead, two\n"
-          "                     rows per request as Herald's store, one durable commit per group\n"
+          "                     --sync-lmdb DIR: each group stored in LMDB in DIR instead, as\n"
+          "                     Herald's store keeps publishes, one durable commit per group\n"
           "  lp-echo            not a client: serves --http HOST:PORT as the part of Nchan's\n"
           "                     long-poll the nchan adapter uses (/sub/CH, /pub/CH), answering\n"
           "                     held polls with each message at once (no auth, store, JSON);\n"

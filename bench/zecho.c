@@ -31,6 +31,7 @@
 #include <lmdb.h>
 #include <zmq.h>
 
+#include "../broker/bytes.h" /* the store's own key packing: hd_be32, hd_be64 */
 #include "bench.h"
 
 /* msgpack {"id": "1"}: what zpub.c takes for an accepted publish */
@@ -59,13 +60,6 @@ typedef struct zecho_sync {
   uint64_t seq;
 } zecho_sync;
 
-static void be32(unsigned char *p, uint32_t v) {
-  for (int i = 3; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
-}
-static void be64(unsigned char *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
-}
-
 /* One group as Herald's writer stores a batch of publishes: a message row per request (12-byte
  * key: app and sequence; a 32-byte header then the body, written in place), the group's
  * expiry entries (20 bytes each: they all expire in the same second) in rows of up to 512, the
@@ -85,21 +79,21 @@ static int lmdb_store_group(zecho_sync *z, const zecho_group *g) {
     size_t n = g->ends[i] - start;
     uint64_t seq = ++z->seq;
     unsigned char kb[12];
-    be32(kb, 1); /* the app */
-    be64(kb + 4, seq);
+    hd_be32(kb, 1); /* the app */
+    hd_be64(kb + 4, seq);
     MDB_val k = {sizeof kb, kb}, v = {32 + n, NULL};
     if ((rc = mdb_put(t, z->msgs, &k, &v, MDB_RESERVE))) break;
     memset(v.mv_data, 0, 32);
     memcpy((char *)v.mv_data + 32, g->data + start, n);
     start = g->ends[i];
     unsigned char *l = loc + nloc++ * 20;
-    be64(l, seq);
-    be32(l + 8, 1);
-    be64(l + 12, 0);
+    hd_be64(l, seq);
+    hd_be32(l + 8, 1);
+    hd_be64(l + 12, 0);
     if (nloc == ZECHO_EXP_ROW || i + 1 == g->n) { /* the row is full, or the group ends */
       unsigned char eb[17];
-      be64(eb, second);
-      be64(eb + 8, first);
+      hd_be64(eb, second);
+      hd_be64(eb + 8, first);
       eb[16] = 'g';
       MDB_val ek = {sizeof eb, eb}, ev = {nloc * 20, loc};
       rc = mdb_put(t, z->expiry, &ek, &ev, 0);
@@ -109,7 +103,7 @@ static int lmdb_store_group(zecho_sync *z, const zecho_group *g) {
   }
   if (!rc) {
     unsigned char sb[8];
-    be64(sb, z->seq);
+    hd_be64(sb, z->seq);
     MDB_val k = {3, "seq"}, v = {8, sb};
     rc = mdb_put(t, z->meta, &k, &v, 0);
   }
