@@ -197,6 +197,7 @@ static int load_record(hd_rtenants *rt, MDB_txn *txn, const MDB_val *k, const MD
     goto out;
   }
   if ((rc = hd__tenant_keys_load(t, tc, b->cfg.data_dir, 1, err, errlen))) goto out;
+  hd__tenants_keys_changed(&b->tenants);
   if ((rc = hd__store_tenant_find(b->store, txn, name, &t->num))) {
     snprintf(err, errlen, "runtime tenant %s: not in the store: %s", name, hd_strerror(rc));
     goto out;
@@ -472,6 +473,7 @@ static void on_rotate_files(uv_work_t *w, int status) {
     t->previous_until_ms = 0;
   }
   snprintf(t->publish_key, sizeof t->publish_key, "%s", c->new_key);
+  hd__tenants_keys_changed(&c->rt->b->tenants);
   hd__log(HD_LOG_INFO, "publish_key_rotated", "tenant=%s previous_valid_until_ms=%lld",
           t->name, (long long)c->until_ms);
   c->cb(c->ud, 0, t, NULL);

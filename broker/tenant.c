@@ -178,8 +178,11 @@ int hd__tenants_add(hd_tenants *ts, hd_tenant *t) {
     ts->cap = cap;
   }
   ts->v[ts->n++] = t;
+  ts->keys_stale = 1;
   return 0;
 }
+
+void hd__tenants_keys_changed(hd_tenants *ts) { ts->keys_stale = 1; }
 
 /* previous.key of a runtime tenant: "<key>\n<until Unix ms>\n". */
 static int read_previous(const char *dir, hd_tenant *t) {
@@ -314,6 +317,7 @@ static int load_one(hd_tenants *ts, const hd_tenant_conf *tc, const char *data_d
     return rc;
   }
   if ((rc = hd__tenant_keys_load(t, tc, data_dir, 0, err, errlen))) return rc;
+  hd__tenants_keys_changed(ts);
   hd_op op = {.kind = HD_OP_TENANT};
   op.u.tenant.name = tc->name;
   op.u.tenant.apps = (const char *const *)tc->apps;
@@ -342,6 +346,8 @@ int hd__tenants_load(hd_tenants *ts, const hd_config *cfg, hd_store *store, char
 void hd__tenants_free(hd_tenants *ts) {
   for (size_t i = 0; i < ts->n; i++) hd__tenant_free(ts->v[i]);
   free(ts->v);
+  free(ts->slots);
+  EVP_MAC_CTX_free(ts->sip);
   memset(ts, 0, sizeof *ts);
 }
 
@@ -356,12 +362,90 @@ static int key_eq(const char *k, const char *key, size_t kl) {
   return strlen(k) == kl && CRYPTO_memcmp(k, key, kl) == 0;
 }
 
-hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t now_ms) {
+/* The keyed hash of a publish key, in *h: 0, or -1 if OpenSSL fails. */
+static int key_hash(hd_tenants *ts, const char *key, size_t kl, uint64_t *h) {
+  if (!ts->sip) {
+    static EVP_MAC *sip; /* fetched once for the process; loop thread only */
+    unsigned char k[16];
+    size_t out = 8;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &out),
+                           OSSL_PARAM_construct_end()};
+    if (!sip && !(sip = EVP_MAC_fetch(NULL, "SIPHASH", NULL))) return -1;
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(sip);
+    int ok = c && RAND_bytes(k, sizeof k) == 1 && EVP_MAC_init(c, k, sizeof k, params) == 1;
+    OPENSSL_cleanse(k, sizeof k);
+    if (!ok) {
+      EVP_MAC_CTX_free(c);
+      return -1;
+    }
+    ts->sip = c;
+  }
+  unsigned char d[8];
+  size_t dl = 0;
+  /* EVP_MAC_init with no key starts a new MAC under the key already set. */
+  if (EVP_MAC_init(ts->sip, NULL, 0, NULL) != 1 ||
+      EVP_MAC_update(ts->sip, (const unsigned char *)key, kl) != 1 ||
+      EVP_MAC_final(ts->sip, d, &dl, sizeof d) != 1 || dl != sizeof d)
+    return -1;
+  *h = hd_rd64(d);
+  return 0;
+}
+
+static int index_put(hd_tenants *ts, hd_tenant *t, int previous) {
+  const char *k = previous ? t->previous_key : t->publish_key;
+  uint64_t h;
+  if (!*k || key_hash(ts, k, strlen(k), &h)) return -1;
+  size_t i = (size_t)h & (ts->nslots - 1);
+  while (ts->slots[i].t) i = (i + 1) & (ts->nslots - 1);
+  ts->slots[i] = (hd_key_slot){.hash = h, .t = t, .previous = previous};
+  return 0;
+}
+
+/* Build the index from every tenant's keys. 0, or -1 (ENOMEM, OpenSSL): no index. */
+static int index_build(hd_tenants *ts) {
+  size_t want = 16;
+  while (want < 4 * ts->n) want *= 2; /* two keys a tenant at most: at most half full */
+  if (want != ts->nslots) {
+    hd_key_slot *v = realloc(ts->slots, want * sizeof *v);
+    if (!v) return -1;
+    ts->slots = v;
+    ts->nslots = want;
+  }
+  memset(ts->slots, 0, ts->nslots * sizeof *ts->slots);
+  for (size_t i = 0; i < ts->n; i++) {
+    hd_tenant *t = ts->v[i];
+    if (index_put(ts, t, 0) || (t->previous_key[0] && index_put(ts, t, 1))) {
+      ts->nslots = 0; /* half an index would refuse good keys */
+      return -1;
+    }
+  }
+  ts->keys_stale = 0;
+  return 0;
+}
+
+/* 1 if the candidate slot's key is key and still valid at now_ms. */
+static int slot_matches(const hd_key_slot *s, const char *key, size_t kl, int64_t now_ms) {
+  if (s->previous)
+    return key_eq(s->t->previous_key, key, kl) & (now_ms < s->t->previous_until_ms);
+  return key_eq(s->t->publish_key, key, kl);
+}
+
+hd_tenant *hd__tenant_by_key_at(hd_tenants *ts, const char *key, int64_t now_ms) {
   size_t kl = strlen(key);
   hd_tenant *found = NULL;
+  uint64_t h;
   if (kl == 0) return NULL;
-  /* Compare against every key of every tenant, always in full, so timing tells nothing about
-   * the keys (nor whether a tenant is in a rotation). */
+  if (ts->n > HD_KEY_SCAN_MAX && (!ts->keys_stale || index_build(ts) == 0) && ts->nslots &&
+      key_hash(ts, key, kl, &h) == 0) {
+    /* Only keys with the same keyed hash are compared: which ones that is depends on a key
+     * the caller does not know, so the time taken tells nothing about the stored keys. */
+    for (size_t i = (size_t)h & (ts->nslots - 1); ts->slots[i].t; i = (i + 1) & (ts->nslots - 1))
+      if (ts->slots[i].hash == h && slot_matches(&ts->slots[i], key, kl, now_ms))
+        found = ts->slots[i].t;
+    return found;
+  }
+  /* Few tenants (or no index): compare against every key of every tenant, always in full, so
+   * timing tells nothing about the keys (nor whether a tenant is in a rotation). */
   for (size_t i = 0; i < ts->n; i++) {
     hd_tenant *t = ts->v[i];
     int cur = key_eq(t->publish_key, key, kl);
@@ -371,7 +455,7 @@ hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t n
   return found;
 }
 
-hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key) {
+hd_tenant *hd__tenant_by_key(hd_tenants *ts, const char *key) {
   return hd__tenant_by_key_at(ts, key, hd__wall_ms());
 }
 

@@ -69,10 +69,28 @@ typedef struct hd_tenant {
   int rotating;            /* a key rotation is writing its files (rtenant.c) */
 } hd_tenant;
 
+/* A publish key's slot in the key index: the key's keyed hash, whose key it is. */
+typedef struct hd_key_slot {
+  uint64_t hash;
+  hd_tenant *t;            /* NULL: empty */
+  int previous;            /* the tenant's previous_key, not its publish_key */
+} hd_key_slot;
+
 typedef struct hd_tenants {
   hd_tenant **v;           /* one allocation per tenant: pointers survive growth */
   size_t n, cap;
+  /* Key index, so that finding a key's tenant costs the same with a thousand tenants as with
+   * one: open addressing on a SipHash of each key under a random per-process key (the probe
+   * sequence tells nothing about the stored keys), rebuilt on the next lookup after a change
+   * (keys_stale). Up to HD_KEY_SCAN_MAX tenants no index is used: comparing every key costs
+   * less than the hash. */
+  hd_key_slot *slots;
+  size_t nslots;           /* a power of two, or 0 */
+  int keys_stale;
+  EVP_MAC_CTX *sip;        /* SipHash-2-4, keyed once; NULL until the first index */
 } hd_tenants;
+
+#define HD_KEY_SCAN_MAX 8
 
 /* Load or create every tenant of cfg: key files under data_dir, and the tenant and its
  * declared apps in the store. On error, err says which tenant and why. */
@@ -86,6 +104,9 @@ hd_tenant *hd__tenant_new(const hd_tenant_conf *tc);
 void hd__tenant_free(hd_tenant *t);
 /* Append t: ts owns it once this returns 0 (on HD_ENOMEM the caller still does). */
 int hd__tenants_add(hd_tenants *ts, hd_tenant *t);
+/* Say that a tenant's publish_key, previous_key or previous_until_ms changed (a rotation), or
+ * keys were loaded after hd__tenants_add: the key index is rebuilt before the next lookup. */
+void hd__tenants_keys_changed(hd_tenants *ts);
 /* Read the tenant's key files under data_dir (publish.key, device.secret), creating what is
  * missing (a generated publish key is logged once). tc->publish_key, when set, is the key
  * instead of the file's; tc's previous_publish_key/previous_key_until the overlap. With
@@ -105,10 +126,11 @@ int hd__tenant_files_write(const char *data_dir, const char *name, const char *p
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name);
 /* The tenant whose publish key this is, or whose previous key while its overlap lasts
- * (now_ms < previous_until_ms), or NULL. Every key is compared in full, in constant time.
- * hd__tenant_by_key uses the wall clock. */
-hd_tenant *hd__tenant_by_key(const hd_tenants *ts, const char *key);
-hd_tenant *hd__tenant_by_key_at(const hd_tenants *ts, const char *key, int64_t now_ms);
+ * (now_ms < previous_until_ms), or NULL. A candidate key is compared in full, in constant
+ * time; with more than HD_KEY_SCAN_MAX tenants only the keys whose keyed hash matches are
+ * candidates, otherwise all. hd__tenant_by_key uses the wall clock. */
+hd_tenant *hd__tenant_by_key(hd_tenants *ts, const char *key);
+hd_tenant *hd__tenant_by_key_at(hd_tenants *ts, const char *key, int64_t now_ms);
 /* 1 if the tenant declares the app (or takes any app id). */
 int hd__tenant_has_app(const hd_tenant *t, const char *appid);
 /* 1 if browsers may register for the app without a key. */

@@ -499,6 +499,42 @@ class Restart(H.HeraldTestCase):
         self.assertJsonError(a.call("POST", "/tenants", {"name": "kept"}), 409, "exists")
         self.assertTrue(any("runtime_tenants_loaded" in l and "count=1" in l for l in d.log()))
 
+    def test_many_tenants_each_key_its_own(self):
+        # More tenants than the broker compares key by key: their keys are found through its
+        # keyed-hash index, which must follow creations, rotations and a restart.
+        d = self.start_daemon()
+        a = Admin(d)
+        keys = {"m%02d" % i: a.create("m%02d" % i, apps=["news"])["publish_key"]
+                for i in range(12)}
+        toks = {n: d.provision("news", "dev", key=k) for n, k in keys.items()}
+
+        def publishes_only_as(name, key):
+            d.publish("news", "to " + name, key=key)
+            rep = H.zmq_req(d.zmq_ingress, {"tenant": name, "key": key, "app": "news",
+                                            "data": "z"})
+            self.assertIn("id", rep, rep)
+            other = "m00" if name != "m00" else "m01"
+            rep = H.zmq_req(d.zmq_ingress, {"tenant": other, "key": key, "app": "news",
+                                            "data": 1})
+            self.assertEqual(rep["error"], "unauthorized", rep)
+
+        for n, k in keys.items():
+            publishes_only_as(n, k)
+            got = [m["data"] for m in d.poll("dev", toks[n])["messages"]]
+            self.assertEqual(got, ["to " + n, "z"], n)
+        new = a.rotate("m05", overlap=0)["publish_key"]
+        self.assertJsonError(H.curl("POST", d.u("/v1/apps/news/messages"), {"data": 1},
+                                    token=keys["m05"]), 401, "unauthorized")
+        d.publish("news", "rotated", key=new)
+        keys["m05"] = new
+        d.restart()
+        for n, k in keys.items():
+            d.publish("news", "after restart", key=k)
+            got = [m["data"] for m in d.poll("dev", toks[n])["messages"]]
+            self.assertEqual(got[-1], "after restart", n)
+        self.assertJsonError(H.curl("POST", d.u("/v1/apps/news/messages"), {"data": 1},
+                                    token="x" * 43), 401, "unauthorized")
+
     def test_config_tenant_of_the_same_name_wins_at_start(self):
         d = self.start_daemon()
         a = Admin(d)

@@ -260,6 +260,74 @@ static void test_tenant_by_key(void **state) {
   assert_null(hd__tenant_by_name(&f->ts, ""));
 }
 
+/* n tenants k0..k(n-1) made in memory, publish key "key-<i>-" padded to 40 characters; tenant 3
+ * is in a rotation: previous key "old-3-..." until until_ms. */
+static void many_tenants(hd_tenants *ts, int n, int64_t until_ms) {
+  char *apps[] = {"*"};
+  for (int i = 0; i < n; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "k%d", i);
+    hd_tenant_conf tc = {.name = name, .apps = apps, .napps = 1};
+    hd_tenant *t = hd__tenant_new(&tc);
+    assert_non_null(t);
+    snprintf(t->publish_key, sizeof t->publish_key, "key-%d-%040d", i, i);
+    if (i == 3) {
+      snprintf(t->previous_key, sizeof t->previous_key, "old-%d-%040d", i, i);
+      t->previous_until_ms = until_ms;
+    }
+    assert_int_equal(hd__tenants_add(ts, t), 0);
+  }
+}
+
+/* The same answers with few tenants (every key compared) as with many (the keyed-hash index):
+ * each key finds its own tenant, nothing near a key finds any, a previous key only until its
+ * time, and a rotated key is found at once (the index follows hd__tenants_keys_changed). */
+static void test_key_lookup_few_and_many(void **state) {
+  (void)state;
+  const int sizes[] = {HD_KEY_SCAN_MAX, HD_KEY_SCAN_MAX + 1, 1000};
+  const int64_t until = 5000;
+  for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+    hd_tenants ts = {0};
+    int n = sizes[z];
+    char key[300];
+    many_tenants(&ts, n, until);
+    for (int i = 0; i < n; i++) {
+      snprintf(key, sizeof key, "key-%d-%040d", i, i);
+      assert_ptr_equal(hd__tenant_by_key_at(&ts, key, 0), ts.v[i]);
+      key[strlen(key) - 1] ^= 1; /* one character off */
+      assert_null(hd__tenant_by_key_at(&ts, key, 0));
+    }
+    assert_int_equal(ts.nslots != 0, n > HD_KEY_SCAN_MAX); /* the index exactly when many */
+    snprintf(key, sizeof key, "key-%d-%040d", 7, 7);
+    key[strlen(key) - 1] = 0; /* a prefix */
+    assert_null(hd__tenant_by_key_at(&ts, key, 0));
+    snprintf(key, sizeof key, "key-%d-%040dx", 7, 7); /* longer */
+    assert_null(hd__tenant_by_key_at(&ts, key, 0));
+    assert_null(hd__tenant_by_key_at(&ts, "", 0));
+    assert_null(hd__tenant_by_key_at(&ts, "k7", 0));
+
+    snprintf(key, sizeof key, "old-%d-%040d", 3, 3);
+    assert_ptr_equal(hd__tenant_by_key_at(&ts, key, until - 1), ts.v[3]);
+    assert_null(hd__tenant_by_key_at(&ts, key, until));
+
+    /* A rotation: tenant 5's new key works and its old one does not, from the next lookup. */
+    hd_tenant *t5 = ts.v[5];
+    snprintf(t5->publish_key, sizeof t5->publish_key, "new-5-%040d", 5);
+    hd__tenants_keys_changed(&ts);
+    assert_ptr_equal(hd__tenant_by_key_at(&ts, t5->publish_key, 0), t5);
+    snprintf(key, sizeof key, "key-%d-%040d", 5, 5);
+    assert_null(hd__tenant_by_key_at(&ts, key, 0));
+    /* Tenants added after the index was built are found too. */
+    hd_tenant_conf tc = {.name = "late", .apps = (char *[]){"*"}, .napps = 1};
+    hd_tenant *late = hd__tenant_new(&tc);
+    assert_non_null(late);
+    snprintf(late->publish_key, sizeof late->publish_key, "late-key-%040d", 0);
+    assert_int_equal(hd__tenants_add(&ts, late), 0);
+    assert_ptr_equal(hd__tenant_by_key_at(&ts, late->publish_key, 0), late);
+    hd__tenants_free(&ts);
+  }
+}
+
 static void test_apps_and_self_register(void **state) {
   fx *f = *state;
   load(f, &f->ts);
@@ -686,6 +754,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_second_load_reads_the_same_keys, setup, teardown),
       cmocka_unit_test_setup_teardown(test_load_reports_unusable_data_dir, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tenant_by_key, setup, teardown),
+      cmocka_unit_test(test_key_lookup_few_and_many),
       cmocka_unit_test_setup_teardown(test_apps_and_self_register, setup, teardown),
       cmocka_unit_test_setup_teardown(test_allowed_origins, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_round_trip, setup, teardown),
