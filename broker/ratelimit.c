@@ -17,17 +17,12 @@ struct hd_ratelimit {
   double per_ms;
   double burst;
   size_t nslots;
-  bucket *slots;
+  bucket *slots;          /* NULL until the first take */
 };
 
 hd_ratelimit *hd__ratelimit_new(double per_min, double burst, size_t slots) {
   hd_ratelimit *r = calloc(1, sizeof *r);
   if (!r) return NULL;
-  r->slots = calloc(slots ? slots : 1, sizeof *r->slots);
-  if (!r->slots) {
-    free(r);
-    return NULL;
-  }
   r->nslots = slots ? slots : 1;
   r->per_ms = per_min > 0 ? per_min / 60000.0 : 0;
   r->burst = burst < 1 ? 1 : burst;
@@ -42,6 +37,12 @@ static uint64_t fnv1a(const char *s) {
 
 int hd__ratelimit_take_wait(hd_ratelimit *r, const char *key, uint64_t now_ms,
                             uint64_t *wait_ms) {
+  /* The table comes with the first take: a tenant's self-registration limiter (4,096 slots,
+   * 96 KiB) is made for every tenant, and most never see a browser register. */
+  if (!r->slots && !(r->slots = calloc(r->nslots, sizeof *r->slots))) {
+    if (wait_ms) *wait_ms = 1000; /* out of memory: refused, as the stricter answer */
+    return 0;
+  }
   bucket *b = &r->slots[fnv1a(key) % r->nslots];
   if (!b->used) {
     b->used = 1;

@@ -6,7 +6,8 @@
  * clients (one slot: a single bucket, e.g. a tenant's publish cap). A bucket starts full.
  * Time is whatever monotonic or wall clock the caller passes in milliseconds, 0 included; a
  * clock that steps back adds nothing and takes nothing away. Loop thread only. The caller owns
- * the limiter (hd__ratelimit_free).
+ * the limiter (hd__ratelimit_free). The table is allocated at the first take, so a limiter
+ * nobody takes from costs a few bytes; a take that cannot allocate it is refused.
  */
 #ifndef HERALD_RATELIMIT_H
 #define HERALD_RATELIMIT_H
