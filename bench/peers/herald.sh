@@ -4,6 +4,8 @@
 # HERALD_PLUGINS_EXTRA=sms loads more transports; HERALD_CONF_EXTRA=FILE is appended to the
 # config (bench/peers/smsc.sh conf PORT writes the one of herald-bench smpp); HERALD_STORE_CONF
 # adds lines to [store] (an A/B of a store setting: HERALD_STORE_CONF='ack_delay = 0').
+# HERALD_TENANTS=N declares N more tenants (t0000..., each its own random publish key, any app)
+# before 'default', the one herald-bench uses: a platform of many stores.
 . "$(dirname "$0")/lib.sh"
 set -e
 cmd=$1 dir=$2 port=${3:-18470}
@@ -32,6 +34,14 @@ load = longpoll, ipconn${HERALD_PLUGINS_EXTRA:+, $HERALD_PLUGINS_EXTRA}
 [transport ipconn]
 listen = 127.0.0.1:$((port + 3))
 CONF
+  if [ "${HERALD_TENANTS:-0}" -gt 0 ]; then
+    python3 - "$HERALD_TENANTS" >>"$dir/herald.conf" <<'PY'
+import secrets, sys
+for i in range(int(sys.argv[1])):
+    print("[tenant t%04d]\npublish_key = %s\napps = *\n" % (i, secrets.token_urlsafe(32)))
+print("[tenant default]\napps = *\n")  # last: a lookup by name walks past every other
+PY
+  fi
   [ -n "${HERALD_CONF_EXTRA:-}" ] && cat "$HERALD_CONF_EXTRA" >>"$dir/herald.conf"
   ulimit -n "$(ulimit -Hn)"
   "$build/heraldd" -c "$dir/herald.conf" >"$dir/herald.log" 2>&1 &
