@@ -152,6 +152,8 @@ int run_ipconn(opts *o);
 int run_peer_fanout(opts *o, int kind);
 /* kind: 0 mqtt-ingest, 1 nats-ingest */
 int run_peer_ingest(opts *o, int kind);
+/* ingest over HTTP (ingest_http.c): C x W keep-alive connections, one publish in flight each. */
+int run_ingest_http(opts *o);
 int run_updates(opts *o);
 int run_smpp(opts *o);
 /* zecho.c: serve --zmq as a ZeroMQ echo until killed (the ingest workload's floor); with

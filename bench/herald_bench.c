@@ -766,6 +766,7 @@ static void usage_text(FILE *f) {
           "usage: herald-bench SCENARIO [options]\n"
           "scenarios:\n"
           "  ingest     ZeroMQ publishes acknowledged after commit\n"
+          "  ingest-http  the same as HTTP publishes (POST /v1/apps/APP/messages, 202)\n"
           "  longpoll   broadcasts to devices holding HTTP long-polls\n"
           "  idle       N idle authenticated ipconn connections: broker RSS per connection\n"
           "  ipconn     broadcasts to devices on ipconn connections, acked\n"
@@ -777,6 +778,7 @@ static void usage_text(FILE *f) {
           "  --app A            (default bench)\n"
           "  ingest:   --connections C (4) --window W (256) --duration S (10) --size B (100)\n"
           "            --batch N (1): N messages per request (the ingress's \"batch\")\n"
+          "  ingest-http: C x W keep-alive connections, one publish in flight each\n"
           "  longpoll: --devices N (1000) --messages M (100) --rate R per second (10; 0 = all at\n"
           "            once) --threads T (1) --probe CMD (runs \"CMD idle|held PID\" before\n"
           "            the polls and once all are held: bench/heldpoll_mem.sh uses it)\n"
@@ -942,6 +944,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (strcmp(scenario, "ingest") == 0) return run_ingest(&o);
+  if (strcmp(scenario, "ingest-http") == 0) return run_ingest_http(&o);
   if (strcmp(scenario, "longpoll") == 0) return run_longpoll(&o);
   if (strcmp(scenario, "idle") == 0) return run_ipconn_idle(&o);
   if (strcmp(scenario, "ipconn") == 0) return run_ipconn(&o);

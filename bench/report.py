@@ -82,10 +82,11 @@ SMPP = [("SMS/s", "sms_per_s", "{:,.0f}", True),
         ("dups", "duplicates", "{:.0f}", False),
         ("CPU %", "broker_cpu_pct", "{:.0f}", False),
         ("SMSC CPU %", "smsc_cpu_pct", "{:.0f}", False)]
-COLS = {"ingest": INGEST, "ingestbatch": INGEST, "updates": UPDATES, "smpp": SMPP}
+COLS = {"ingest": INGEST, "ingestbatch": INGEST, "ingesthttp": INGEST, "updates": UPDATES, "smpp": SMPP}
 # The histogram each workload's plot draws (default latency_hist: publish->deliver), and its name.
 HIST = {"ingest": ("ack_latency_hist", "ack latency"),
         "ingestbatch": ("ack_latency_hist", "ack latency (of a batch)"),
+        "ingesthttp": ("ack_latency_hist", "ack latency (202)"),
         "updates": ("completion_hist", "agents' completion time from t0"),
         "smpp": ("latency_hist", "publish->receipt")}
 TITLES = {
@@ -100,6 +101,7 @@ TITLES = {
               "as Herald's store keeps publishes (a row each, expiry entries 512 a row) in one "
               "durable commit)",
     "ingestbatch": "Durable ingest, batched requests (Herald ZeroMQ, 100 messages per request)",
+    "ingesthttp": "Durable ingest over HTTP (Herald, POST /v1/apps/{app}/messages, 202 after the commit)",
     "updates": "Update rush: agents doing update-check, download and install report at once",
     "smpp": "SMS escalation: submits into a local SMSC (smsc.js), delivery receipts",
 }
@@ -269,7 +271,7 @@ for w, systems in order.items():
     cols = COLS.get(w, FANOUT)
     first = next((runs[(w, s)][0] for s in systems if runs[(w, s)]), {})
     shape = (f"{first.get('connections')} connections x {first.get('window')} in flight, "
-             f"{first.get('payload_bytes')}-byte payloads" if w in ("ingest", "ingestbatch") else
+             f"{first.get('payload_bytes')}-byte payloads" if w in ("ingest", "ingestbatch", "ingesthttp") else
              f"{first.get('devices')} agents, {first.get('package_bytes') or 0:,}-byte package, "
              f"{first.get('threads')} client threads" if w == "updates" else
              f"{first.get('devices')} devices x {first.get('messages')} "

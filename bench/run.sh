@@ -5,8 +5,8 @@
 #   BENCH_QUICK=1 bench/run.sh   1 round, smaller N (a smoke test: a few minutes)
 #   BENCH_ROUNDS=N          override the number of rounds
 #   BENCH_OUT=DIR           where results go (default build/bench/<date>)
-#   BENCH_WORKLOADS="..."   a subset of: longpoll longpoll10k fanout ingest ingestbatch latency memory
-#                           updates smpp (default all)
+#   BENCH_WORKLOADS="..."   a subset of: longpoll longpoll10k fanout ingest ingestbatch ingesthttp
+#                           latency memory updates smpp (default all)
 #   BENCH_PORT_BASE=P       first of the 22 loopback ports used (default 18470)
 #
 # Every broker runs from its own binary on a private config in a temp dir, on loopback ports
@@ -114,7 +114,7 @@ run() {
   sleep 1
 }
 
-want() { case " ${BENCH_WORKLOADS:-longpoll longpoll10k fanout ingest ingestbatch latency memory updates smpp} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${BENCH_WORKLOADS:-longpoll longpoll10k fanout ingest ingestbatch ingesthttp latency memory updates smpp} " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$rounds"); do
   want longpoll && {
   run longpoll herald "$r" longpoll "${H[@]}" --devices $LP_N --messages $LP_M --rate 0
@@ -157,6 +157,10 @@ for r in $(seq 1 "$rounds"); do
   # its own id, acknowledged after the fsync'd commit. No peer has an equivalent.
   want ingestbatch && run ingestbatch herald "$r" ingest "${H[@]}" --connections 4 --window 16 \
     --batch 100 --duration $ING_S
+  # The same durable ingest as HTTP publishes: 4 x 256 keep-alive connections, one publish in
+  # flight each (the same number in flight as over ZeroMQ). No peer takes publishes over HTTP.
+  want ingesthttp && run ingesthttp herald "$r" ingest-http "${H[@]}" --connections 4 \
+    --window 256 --duration $ING_S
   # Update rush, Herald only (no peer serves update-check): a fresh app and release each round.
   want updates && run updates herald "$r" updates "${H[@]}" --devices $UPD_N \
     --package-size $UPD_B --threads 2
