@@ -120,9 +120,24 @@ static void free_list(char **v, size_t n) {
   free(v);
 }
 
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A sorted copy of the pointers of v (the strings stay v's). NULL on ENOMEM. */
+static char **sorted_view(char **v, size_t n) {
+  char **s = calloc(n ? n : 1, sizeof *s);
+  if (!s) return NULL;
+  if (n) memcpy(s, v, n * sizeof *s);
+  qsort(s, n, sizeof *s, cmp_str);
+  return s;
+}
+
 void hd__tenant_free(hd_tenant *t) {
   if (!t) return;
   free(t->name);
+  free(t->apps_sorted);
+  free(t->self_sorted);
   free_list(t->apps, t->napps);
   free_list(t->self_register, t->nself);
   free_list(t->origins, t->norigins);
@@ -150,6 +165,11 @@ hd_tenant *hd__tenant_new(const hd_tenant_conf *tc) {
   t->origins = copy_list(tc->allowed_origins, tc->nallowed_origins);
   t->token_ttl_s = tc->device_token_ttl_s;
   int bad = !t->name || !t->apps || !t->self_register || !t->origins;
+  if (!bad) {
+    t->apps_sorted = sorted_view(t->apps, t->napps);
+    t->self_sorted = sorted_view(t->self_register, t->nself);
+    bad = !t->apps_sorted || !t->self_sorted;
+  }
   if (tc->self_register_per_min > 0 &&
       !(t->self_limit = hd__ratelimit_new((double)tc->self_register_per_min,
                                           (double)tc->self_register_per_min, 4096)))
@@ -459,19 +479,17 @@ hd_tenant *hd__tenant_by_key(hd_tenants *ts, const char *key) {
   return hd__tenant_by_key_at(ts, key, hd__wall_ms());
 }
 
-static int in_list(char **v, size_t n, const char *s) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(v[i], s) == 0) return 1;
-  return 0;
+static int in_sorted(char **v, size_t n, const char *s) {
+  return n && bsearch(&s, v, n, sizeof *v, cmp_str) != NULL;
 }
 
 int hd__tenant_has_app(const hd_tenant *t, const char *appid) {
-  return hd__valid_id(appid) && (t->any_app || in_list(t->apps, t->napps, appid));
+  return hd__valid_id(appid) && (t->any_app || in_sorted(t->apps_sorted, t->napps, appid));
 }
 
 int hd__tenant_self_register(const hd_tenant *t, const char *appid) {
   if (!hd__tenant_has_app(t, appid)) return 0;
-  return t->self_any || in_list(t->self_register, t->nself, appid);
+  return t->self_any || in_sorted(t->self_sorted, t->nself, appid);
 }
 
 int hd__tenant_allows_origin(const hd_tenant *t, const char *origin) {

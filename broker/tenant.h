@@ -51,11 +51,14 @@ typedef struct hd_tenant {
    * hashes the key each time (a fifth of the loop's time under a long-poll fan-out). */
   EVP_MAC_CTX *token_mac;
   int any_app;             /* apps = * */
-  char **apps;
+  char **apps;             /* as declared (the admin API lists them in this order) */
   size_t napps;
   int self_any;            /* self_register = * */
   char **self_register;
   size_t nself;
+  /* The same strings sorted (borrowed pointers): every publish asks whether its app is
+   * declared, and a store may declare hundreds (a scan of 641 halved the ingest rate). */
+  char **apps_sorted, **self_sorted;
   hd_ratelimit *self_limit; /* NULL: unlimited */
   int origins_any;         /* allowed_origins = * */
   char **origins;          /* allowed_origins: web origins that may call the API (CORS) */

@@ -328,6 +328,38 @@ static void test_key_lookup_few_and_many(void **state) {
   }
 }
 
+/* A store that declares hundreds of apps, in no order: each is found, nothing else is, and
+ * self-registration is open exactly for its own list. */
+static void test_many_declared_apps(void **state) {
+  (void)state;
+  enum { N = 500 };
+  char *apps[N], *self[N / 10];
+  char buf[40];
+  for (int i = 0; i < N; i++) {
+    snprintf(buf, sizeof buf, "app-%d", (i * 7919) % N); /* a permutation of 0..N-1 */
+    apps[i] = strdup(buf);
+    if (i % 10 == 0) self[i / 10] = apps[i];
+  }
+  hd_tenant_conf tc = {.name = "store", .apps = apps, .napps = N, .self_register = self,
+                       .nself_register = N / 10};
+  hd_tenant *t = hd__tenant_new(&tc);
+  assert_non_null(t);
+  assert_false(t->any_app);
+  assert_string_equal(t->apps[1], apps[1]); /* the declared order is kept for listing */
+  for (int i = 0; i < N; i++) {
+    assert_true(hd__tenant_has_app(t, apps[i]));
+    assert_int_equal(hd__tenant_self_register(t, apps[i]), i % 10 == 0);
+  }
+  assert_false(hd__tenant_has_app(t, "app-500"));
+  assert_false(hd__tenant_has_app(t, "app-"));
+  assert_false(hd__tenant_has_app(t, "app-1x"));
+  assert_false(hd__tenant_has_app(t, "aaa"));
+  assert_false(hd__tenant_has_app(t, "zzz"));
+  assert_false(hd__tenant_self_register(t, "app-500"));
+  hd__tenant_free(t);
+  for (int i = 0; i < N; i++) free(apps[i]);
+}
+
 static void test_apps_and_self_register(void **state) {
   fx *f = *state;
   load(f, &f->ts);
@@ -755,6 +787,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_load_reports_unusable_data_dir, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tenant_by_key, setup, teardown),
       cmocka_unit_test(test_key_lookup_few_and_many),
+      cmocka_unit_test(test_many_declared_apps),
       cmocka_unit_test_setup_teardown(test_apps_and_self_register, setup, teardown),
       cmocka_unit_test_setup_teardown(test_allowed_origins, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token_round_trip, setup, teardown),
