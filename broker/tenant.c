@@ -414,7 +414,8 @@ static int key_hash(hd_tenants *ts, const char *key, size_t kl, uint64_t *h) {
 static int index_put(hd_tenants *ts, hd_tenant *t, int previous) {
   const char *k = previous ? t->previous_key : t->publish_key;
   uint64_t h;
-  if (!*k || key_hash(ts, k, strlen(k), &h)) return -1;
+  if (!*k) return 0; /* no key (yet): nothing a lookup could match */
+  if (key_hash(ts, k, strlen(k), &h)) return -1;
   size_t i = (size_t)h & (ts->nslots - 1);
   while (ts->slots[i].t) i = (i + 1) & (ts->nslots - 1);
   ts->slots[i] = (hd_key_slot){.hash = h, .t = t, .previous = previous};
@@ -434,7 +435,7 @@ static int index_build(hd_tenants *ts) {
   memset(ts->slots, 0, ts->nslots * sizeof *ts->slots);
   for (size_t i = 0; i < ts->n; i++) {
     hd_tenant *t = ts->v[i];
-    if (index_put(ts, t, 0) || (t->previous_key[0] && index_put(ts, t, 1))) {
+    if (index_put(ts, t, 0) || index_put(ts, t, 1)) {
       ts->nslots = 0; /* half an index would refuse good keys */
       return -1;
     }

@@ -317,6 +317,15 @@ static void test_key_lookup_few_and_many(void **state) {
     assert_ptr_equal(hd__tenant_by_key_at(&ts, t5->publish_key, 0), t5);
     snprintf(key, sizeof key, "key-%d-%040d", 5, 5);
     assert_null(hd__tenant_by_key_at(&ts, key, 0));
+    /* A tenant without a key yet (added, keys not loaded) is matched by nothing and leaves
+     * the others found. */
+    hd_tenant_conf kc = {.name = "keyless", .apps = (char *[]){"*"}, .napps = 1};
+    hd_tenant *keyless = hd__tenant_new(&kc);
+    assert_non_null(keyless);
+    assert_int_equal(hd__tenants_add(&ts, keyless), 0);
+    assert_null(hd__tenant_by_key_at(&ts, "", 0));
+    assert_ptr_equal(hd__tenant_by_key_at(&ts, t5->publish_key, 0), t5);
+    assert_int_equal(ts.nslots != 0, n + 1 > HD_KEY_SCAN_MAX);
     /* Tenants added after the index was built are found too. */
     hd_tenant_conf tc = {.name = "late", .apps = (char *[]){"*"}, .napps = 1};
     hd_tenant *late = hd__tenant_new(&tc);
