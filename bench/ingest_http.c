@@ -128,10 +128,18 @@ int run_ingest_http(opts *o) {
     g->conns[i] = (hin_conn){.g = g, .c = hb_conn_new(&loop, &addr)};
     if (!g->conns[i].c) {
       fprintf(stderr, "herald-bench: out of memory for connection %zu\n", i);
+      while (i) hb_conn_close(g->conns[--i].c);
+      uv_run(&loop, UV_RUN_DEFAULT);
+      uv_loop_close(&loop);
+      free(g->conns);
+      free(g);
       return 1;
     }
   }
-  if (!g->conns) return 1;
+  if (!g->conns) {
+    free(g);
+    return 1;
+  }
   usage u0 = broker_usage(pid);
   g->start_ns = now_ns();
   for (size_t i = 0; i < g->n; i++) send_one(&g->conns[i]);
