@@ -189,7 +189,33 @@ hd_tenant *hd__tenant_new(const hd_tenant_conf *tc) {
   return t;
 }
 
+static size_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return (size_t)h;
+}
+
+static void name_put(hd_tenant **slots, size_t n, hd_tenant *t) {
+  size_t i = name_hash(t->name) & (n - 1);
+  while (slots[i]) i = (i + 1) & (n - 1);
+  slots[i] = t;
+}
+
+/* Room in the name index for one more tenant (kept at most half full). 0 or HD_ENOMEM. */
+static int names_reserve(hd_tenants *ts) {
+  if ((ts->n + 1) * 2 <= ts->nnames) return 0;
+  size_t n = ts->nnames ? ts->nnames * 2 : 16;
+  hd_tenant **v = calloc(n, sizeof *v);
+  if (!v) return HD_ENOMEM;
+  for (size_t i = 0; i < ts->n; i++) name_put(v, n, ts->v[i]);
+  free(ts->names);
+  ts->names = v;
+  ts->nnames = n;
+  return 0;
+}
+
 int hd__tenants_add(hd_tenants *ts, hd_tenant *t) {
+  if (names_reserve(ts)) return HD_ENOMEM;
   if (ts->n == ts->cap) {
     size_t cap = ts->cap ? ts->cap * 2 : 8;
     hd_tenant **v = realloc(ts->v, cap * sizeof *v);
@@ -198,6 +224,7 @@ int hd__tenants_add(hd_tenants *ts, hd_tenant *t) {
     ts->cap = cap;
   }
   ts->v[ts->n++] = t;
+  name_put(ts->names, ts->nnames, t);
   ts->keys_stale = 1;
   return 0;
 }
@@ -367,13 +394,15 @@ void hd__tenants_free(hd_tenants *ts) {
   for (size_t i = 0; i < ts->n; i++) hd__tenant_free(ts->v[i]);
   free(ts->v);
   free(ts->slots);
+  free(ts->names);
   EVP_MAC_CTX_free(ts->sip);
   memset(ts, 0, sizeof *ts);
 }
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name) {
-  for (size_t i = 0; i < ts->n; i++)
-    if (strcmp(ts->v[i]->name, name) == 0) return ts->v[i];
+  if (!ts->nnames) return NULL; /* no tenant added yet */
+  for (size_t i = name_hash(name) & (ts->nnames - 1); ts->names[i]; i = (i + 1) & (ts->nnames - 1))
+    if (strcmp(ts->names[i]->name, name) == 0) return ts->names[i];
   return NULL;
 }
 

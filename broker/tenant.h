@@ -91,6 +91,10 @@ typedef struct hd_tenants {
   size_t nslots;           /* a power of two, or 0 */
   int keys_stale;
   EVP_MAC_CTX *sip;        /* SipHash-2-4, keyed once; NULL until the first index */
+  /* Names, for a device token's tenant (checked on every device request): open addressing
+   * on an FNV-1a hash of the name (names are not secret), filled as tenants are added. */
+  hd_tenant **names;
+  size_t nnames;           /* slots: a power of two, or 0 */
 } hd_tenants;
 
 #define HD_KEY_SCAN_MAX 8

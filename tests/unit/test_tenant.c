@@ -333,7 +333,19 @@ static void test_key_lookup_few_and_many(void **state) {
     snprintf(late->publish_key, sizeof late->publish_key, "late-key-%040d", 0);
     assert_int_equal(hd__tenants_add(&ts, late), 0);
     assert_ptr_equal(hd__tenant_by_key_at(&ts, late->publish_key, 0), late);
+    /* And by name, through the name index's growth. */
+    for (int i = 0; i < n; i++) {
+      char name[16];
+      snprintf(name, sizeof name, "k%d", i);
+      assert_ptr_equal(hd__tenant_by_name(&ts, name), ts.v[i]);
+    }
+    assert_ptr_equal(hd__tenant_by_name(&ts, "late"), late);
+    assert_ptr_equal(hd__tenant_by_name(&ts, "keyless"), keyless);
+    assert_null(hd__tenant_by_name(&ts, "k"));
+    assert_null(hd__tenant_by_name(&ts, "late2"));
+    assert_null(hd__tenant_by_name(&ts, ""));
     hd__tenants_free(&ts);
+    assert_null(hd__tenant_by_name(&ts, "late"));
   }
 }
 
