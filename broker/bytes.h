@@ -1,8 +1,9 @@
 /* bytes.h — numbers as bytes. Big-endian packing for LMDB keys: every multi-byte number in a key
  * is big-endian so that LMDB's byte order is the numeric order; store.c and every module that
  * keeps its own tables (release.c, push.c) use these. And decimal text for the wire, where a
- * hot path writes ids and lengths without snprintf (ingress_zmq.c, http.c). Header-only, no
- * state. */
+ * hot path writes ids and lengths without snprintf (ingress_zmq.c, http.c). And FNV-1a of a
+ * string, the hash of the in-memory tables keyed by names that are not secret (ratelimit.c,
+ * tenant.c). Header-only, no state. */
 #ifndef HERALD_BYTES_H
 #define HERALD_BYTES_H
 
@@ -36,6 +37,13 @@ static inline size_t hd_u64_dec(char *out, uint64_t v) {
   size_t n = (size_t)(buf + sizeof buf - q);
   for (size_t i = 0; i < n; i++) out[i] = q[i];
   return n;
+}
+
+/* 64-bit FNV-1a of the NUL-terminated s. */
+static inline uint64_t hd_fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
 }
 
 #endif

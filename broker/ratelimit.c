@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
+
 #define EPS 1e-9
 
 typedef struct bucket {
@@ -29,12 +31,6 @@ hd_ratelimit *hd__ratelimit_new(double per_min, double burst, size_t slots) {
   return r;
 }
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
 int hd__ratelimit_take_wait(hd_ratelimit *r, const char *key, uint64_t now_ms,
                             uint64_t *wait_ms) {
   /* The table comes with the first take: a tenant's self-registration limiter (4,096 slots,
@@ -43,7 +39,7 @@ int hd__ratelimit_take_wait(hd_ratelimit *r, const char *key, uint64_t now_ms,
     if (wait_ms) *wait_ms = 1000; /* out of memory: refused, as the stricter answer */
     return 0;
   }
-  bucket *b = &r->slots[fnv1a(key) % r->nslots];
+  bucket *b = &r->slots[hd_fnv1a(key) % r->nslots];
   if (!b->used) {
     b->used = 1;
     b->tokens = r->burst;

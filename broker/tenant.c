@@ -189,14 +189,8 @@ hd_tenant *hd__tenant_new(const hd_tenant_conf *tc) {
   return t;
 }
 
-static size_t name_hash(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return (size_t)h;
-}
-
 static void name_put(hd_tenant **slots, size_t n, hd_tenant *t) {
-  size_t i = name_hash(t->name) & (n - 1);
+  size_t i = (size_t)hd_fnv1a(t->name) & (n - 1);
   while (slots[i]) i = (i + 1) & (n - 1);
   slots[i] = t;
 }
@@ -401,7 +395,8 @@ void hd__tenants_free(hd_tenants *ts) {
 
 hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name) {
   if (!ts->nnames) return NULL; /* no tenant added yet */
-  for (size_t i = name_hash(name) & (ts->nnames - 1); ts->names[i]; i = (i + 1) & (ts->nnames - 1))
+  size_t mask = ts->nnames - 1;
+  for (size_t i = (size_t)hd_fnv1a(name) & mask; ts->names[i]; i = (i + 1) & mask)
     if (strcmp(ts->names[i]->name, name) == 0) return ts->names[i];
   return NULL;
 }
