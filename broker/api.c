@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
 #include "herald/error.h"
 #include "http.h"
 #include "jsonbody.h"
+#include "pubbody.h"
 #include "pubcap.h"
 #include "push.h"
 #include "static.h"
@@ -58,50 +58,28 @@ static void h_publish(void *ud, hd_http_req *r) {
   }
   /* Over the tenant's max_publish_rate: 429 before the body is even parsed. */
   if (!hd__pubcap_admit_http(b, t, r)) return;
-  json_t *j = hd__json_body(r, 0);
-  if (!j) {
-    hd__broker_count_refusal(b, HD_INGRESS_HTTP);
-    return;
-  }
-  static const char *const fields[] = {"to", "data", "ttl", "collapse", NULL};
-  if (!hd__json_only_fields(r, j, fields)) {
-    hd__broker_count_refusal(b, HD_INGRESS_HTTP);
-    goto out;
-  }
-  json_t *to = json_object_get(j, "to"), *data = json_object_get(j, "data");
-  json_t *ttl = json_object_get(j, "ttl"), *collapse = json_object_get(j, "collapse");
-  if ((to && !json_is_null(to) && !json_is_string(to)) ||
-      (collapse && !json_is_null(collapse) && !json_is_string(collapse))) {
-    refuse(b, r, HD_EINVAL, "to and collapse must be strings");
-    goto out;
-  }
-  if (ttl && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1)) {
-    refuse(b, r, HD_EINVAL, "ttl must be a positive integer (seconds)");
-    goto out;
-  }
-  char *mp = NULL;
-  size_t mplen = 0;
-  json_t *null = json_null();
-  int rc = hd__codec_json_to_mpbuf(data ? data : null, &mp, &mplen);
-  json_decref(null);
+  size_t len;
+  const char *body = hd__http_body(r, &len);
+  hd_pubbody pb;
+  const char *why;
+  char whybuf[300];
+  int rc = hd__pubbody_parse(body ? body : "", len, &pb, &why, whybuf, sizeof whybuf);
   if (rc) {
-    refuse(b, r, rc, "data cannot be stored");
-    goto out;
+    refuse(b, r, rc, why);
+    return;
   }
   hd_pubreq pr = {
       .tenant = t,
       .appid = appid,
-      .to = json_is_string(to) ? json_string_value(to) : NULL,
-      .data = mp,
-      .data_len = mplen,
-      .ttl_s = json_is_integer(ttl) ? json_integer_value(ttl) : 0,
-      .collapse = json_is_string(collapse) ? json_string_value(collapse) : NULL,
+      .to = pb.to,
+      .data = pb.data,
+      .data_len = pb.data_len,
+      .ttl_s = pb.ttl_s,
+      .collapse = pb.collapse,
       .ingress = HD_INGRESS_HTTP,
   };
   hd__broker_publish(b, &pr, on_http_published, r);
-  free(mp);
-out:
-  json_decref(j);
+  hd__pubbody_clear(&pb);
 }
 
 /* ---- registrations ---- */

@@ -27,7 +27,7 @@
 /* Strict UTF-8 check (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
  * NUL is allowed; jansson's *n APIs keep it. This is exactly what json_stringn() accepts, so
  * after it the *_nocheck constructors are safe and a NULL from them can only mean OOM. */
-static int utf8_valid(const unsigned char *s, size_t len) {
+int hd__codec_utf8_valid(const unsigned char *s, size_t len) {
   size_t i = 0;
   while (i < len) {
     unsigned char c = s[i];
@@ -59,7 +59,7 @@ static int utf8_valid(const unsigned char *s, size_t len) {
 }
 
 static int make_string(const char *p, size_t len, json_t **out) {
-  if (!utf8_valid((const unsigned char *)p, len)) return HD_EINVAL;
+  if (!hd__codec_utf8_valid((const unsigned char *)p, len)) return HD_EINVAL;
   *out = json_stringn_nocheck(p, len);
   return *out ? 0 : HD_ENOMEM;
 }
@@ -209,7 +209,7 @@ static int object_to_json(const msgpack_object *o, json_t **out, int depth) {
       }
       keylen = kv->key.via.str.size;
       key = keylen ? kv->key.via.str.ptr : "";
-      if (key == NULL || !utf8_valid((const unsigned char *)key, keylen)) {
+      if (key == NULL || !hd__codec_utf8_valid((const unsigned char *)key, keylen)) {
         rc = HD_EINVAL;
         goto out;
       }
@@ -300,7 +300,7 @@ static int rd_value(hd_mp *r, json_t **out, int depth) {
       if (out) {
         /* Keys must be str; the raw bytes become the member name. */
         if (hd__mp_next(r, &key) != 0 || key.kind != HD_MP_STR ||
-            !utf8_valid((const unsigned char *)key.s, key.n))
+            !hd__codec_utf8_valid((const unsigned char *)key.s, key.n))
           goto einval;
       } else if ((rc = rd_value(r, NULL, depth + 1)) != 0) {
         goto out;

@@ -30,6 +30,9 @@ int hd__codec_msgpack_to_json(const msgpack_object *o, json_t **out);
  * *out is malloc'd and NUL-terminated (caller frees), *outlen its length.
  * Returns 0, HD_EINVAL for malformed/trailing bytes or unrepresentable values. */
 int hd__codec_mpbytes_to_json_text(const void *buf, size_t len, char **out, size_t *outlen);
+/* 1 if s[0..len) is strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past
+ * U+10FFFF; NUL allowed), as jansson requires of every string; else 0. */
+int hd__codec_utf8_valid(const unsigned char *s, size_t len);
 /* Validate that buf holds exactly one well-formed msgpack value within the depth cap. */
 int hd__codec_msgpack_validate(const void *buf, size_t len);
 

@@ -8,6 +8,8 @@
  */
 #include "config.h"
 
+#include "codec.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -78,38 +80,6 @@ static char *trim(char *s) {
   size_t n = strlen(s);
   while (n > 0 && is_ws(s[n - 1])) s[--n] = 0;
   return s;
-}
-
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    } else {
-      return 0;
-    }
-    if (n - i < len) return 0;
-    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-    for (size_t k = 2; k < len; k++)
-      if (s[i + k] < 0x80 || s[i + k] > 0xbf) return 0;
-    i += len;
-  }
-  return 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1170,7 +1140,7 @@ int hd__config_parse(const char *text, size_t len, const char *source, hd_config
         goto out;
       }
     }
-    if (!utf8_valid((const unsigned char *)start, n)) {
+    if (!hd__codec_utf8_valid((const unsigned char *)start, n)) {
       rc = fail(&p, line, "invalid UTF-8");
       goto out;
     }

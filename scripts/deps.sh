@@ -6,10 +6,12 @@ set -euo pipefail
 # clang, and recommendations are not installed here: name them. Chromium needs a font to
 # render the demo page's screenshot.
 # libjsmn-dev: the bench's JSON tokenizer (bench/json.c), one header.
+# libyajl-dev: the event parser of the HTTP publish body (broker/pubbody.c).
 # The `openssl` command line makes the throwaway CA and certificates of tests/integration/test_tls.py.
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev fonts-dejavu-core
       libuv1-dev liblmdb-dev libzmq3-dev libmsgpack-dev libhttp-parser-dev
       libjansson-dev libssl-dev libcurl4-openssl-dev libcmocka-dev libjsmn-dev
+      libyajl-dev
       curl openssl python3 python3-zmq python3-msgpack lmdb-utils
       chromium
       libwbxml2-dev libsmpp34-dev tshark)

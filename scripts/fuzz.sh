@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config codec_msgpack codec_json zmq_request http ipconn_frame
+[ ${#targets[@]} -gt 0 ] || targets=(config codec_msgpack codec_json pubbody zmq_request http ipconn_frame
                                      download_range release_version smpp_receipt smpp_pdu)
 bd=${HERALD_FUZZ_BUILD:-build/fuzz}
 CC=clang cmake -S . -B "$bd" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERALD_FUZZ=ON \
