@@ -330,6 +330,19 @@ static int tls_flush(hd_http_conn *c, int last) {
 static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
   if (!c->ssl) {
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    /* Most answers fit the socket's buffer at once: written here, they need no write request
+     * in libuv, no completion callback, and no epoll_ctl (libuv 1.44 re-arms the socket after
+     * every completed write). A connection's last answer keeps the callback: the shutdown
+     * or hand-over runs from it. uv_try_write refuses while earlier writes are queued, so
+     * the bytes stay in order. */
+    if (!w->last && len) {
+      int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+      if (n == (int)len) {
+        free(w);
+        return 0;
+      }
+      if (n > 0) b = uv_buf_init(w->data + n, (unsigned)(len - (size_t)n));
+    }
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) == 0) {
       w->charge = sizeof *w + len; /* what it really costs, bookkeeping included */
       c->out_bytes += w->charge;
