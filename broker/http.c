@@ -144,9 +144,11 @@ typedef struct hd_kv {
   char *value;
 } hd_kv;
 
+/* A header line: its name and value as offsets into the request's hbuf, each NUL-terminated
+ * there once the headers are complete. */
 typedef struct hd_hdr {
-  sbuf name;
-  sbuf value;
+  uint32_t name, nlen;
+  uint32_t value, vlen;
 } hd_hdr;
 
 typedef struct hd_http_conn hd_http_conn;
@@ -157,6 +159,8 @@ struct hd_http_req {
   const char *method;  /* static string from http_method_str() */
   sbuf url;            /* request target as received */
   char *path;          /* raw path (no query), NUL-terminated */
+  sbuf hbuf;           /* every header name and value, back to back: one allocation, not two
+                        * per line (a publish's six lines were twelve mallocs) */
   hd_hdr *headers;
   size_t nheaders;
   size_t capheaders;
@@ -472,10 +476,7 @@ static void req_free(hd_http_req *r) {
   if (!r) return;
   free(r->url.p);
   free(r->path);
-  for (size_t i = 0; i < r->nheaders; i++) {
-    free(r->headers[i].name.p);
-    free(r->headers[i].value.p);
-  }
+  free(r->hbuf.p);
   free(r->headers);
   kv_free(r->params, r->nparams);
   kv_free(r->query, r->nquery);
@@ -1521,19 +1522,43 @@ static int on_url(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
+/* The name of the line being read is complete: NUL-terminate it, its value starts after. */
+static void hdr_end_name(hd_http_req *r) {
+  hd_hdr *h = &r->headers[r->nheaders - 1];
+  h->nlen = (uint32_t)(r->hbuf.len - h->name);
+  sbuf_add(&r->hbuf, "", 1);
+  h->value = (uint32_t)r->hbuf.len;
+}
+
+static void hdr_end_value(hd_http_req *r) {
+  hd_hdr *h = &r->headers[r->nheaders - 1];
+  h->vlen = (uint32_t)(r->hbuf.len - h->value);
+  sbuf_add(&r->hbuf, "", 1);
+}
+
+/* The last line read is complete: after the head, and after a chunked body's trailer lines
+ * (http-parser reports those as header lines too). */
+static void hdrs_finish(hd_http_conn *c, hd_http_req *r) {
+  if (c->last_cb == HDR_FIELD) hdr_end_name(r); /* a last line without a value */
+  if (c->last_cb != HDR_NONE) hdr_end_value(r);
+  c->last_cb = HDR_NONE;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n) {
   hd_http_conn *c = p->data;
   hd_http_req *r = c->cur;
   /* ": " and CRLF of each line count too, so many tiny headers also hit the limit. */
   if (count_header(c, n + (c->last_cb != HDR_FIELD ? 4 : 0))) return -1;
   if (c->last_cb != HDR_FIELD) {
+    if (c->last_cb == HDR_VALUE) hdr_end_value(r);
     if (r->nheaders == r->capheaders) {
       r->capheaders = r->capheaders ? r->capheaders * 2 : 8;
       r->headers = xrealloc(r->headers, r->capheaders * sizeof *r->headers);
     }
-    memset(&r->headers[r->nheaders++], 0, sizeof *r->headers);
+    if (!r->hbuf.cap) sbuf_reserve(&r->hbuf, 256 - 1); /* a usual request's lines fit */
+    r->headers[r->nheaders++] = (hd_hdr){.name = (uint32_t)r->hbuf.len};
   }
-  sbuf_add(&r->headers[r->nheaders - 1].name, at, n);
+  sbuf_add(&r->hbuf, at, n);
   c->last_cb = HDR_FIELD;
   return 0;
 }
@@ -1543,7 +1568,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   hd_http_req *r = c->cur;
   if (count_header(c, n)) return -1;
   if (r->nheaders == 0) return -1;
-  sbuf_add(&r->headers[r->nheaders - 1].value, at, n);
+  if (c->last_cb != HDR_VALUE) hdr_end_name(r);
+  sbuf_add(&r->hbuf, at, n);
   c->last_cb = HDR_VALUE;
   return 0;
 }
@@ -1554,12 +1580,12 @@ static int on_headers_complete(http_parser *p) {
   r->method = http_method_str((enum http_method)p->method);
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
+  hdrs_finish(c, r);
   for (size_t i = 0; i < r->nheaders; i++) {
-    sbuf *v = &r->headers[i].value;
-    sbuf_add(&r->headers[i].name, "", 0);
-    sbuf_add(v, "", 0);
+    hd_hdr *h = &r->headers[i];
+    char *v = r->hbuf.p + h->value;
     /* http-parser drops leading whitespace of a value but keeps the trailing one. */
-    while (v->len && (v->p[v->len - 1] == ' ' || v->p[v->len - 1] == '\t')) v->p[--v->len] = 0;
+    while (h->vlen && (v[h->vlen - 1] == ' ' || v[h->vlen - 1] == '\t')) v[--h->vlen] = 0;
   }
   int chunked = (p->flags & F_CHUNKED) != 0;
   int has_length = !chunked && p->content_length != ULLONG_MAX;
@@ -1603,6 +1629,7 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 static int on_message_complete(http_parser *p) {
   hd_http_conn *c = p->data;
   hd_http_req *r = c->cur;
+  hdrs_finish(c, r); /* trailer lines */
   sbuf_add(&r->body, "", 0);
   r->keep_alive = http_should_keep_alive(p);
   /* We speak no other protocol: answer, then close instead of parsing what follows. */
@@ -2043,8 +2070,8 @@ const char *hd__http_query(hd_http_req *r, const char *name) {
 const char *hd__http_header(hd_http_req *r, const char *name) {
   req_check(r);
   for (size_t i = 0; i < r->nheaders; i++)
-    if (r->headers[i].name.p && strcasecmp(r->headers[i].name.p, name) == 0)
-      return r->headers[i].value.p ? r->headers[i].value.p : "";
+    if (strcasecmp(r->hbuf.p + r->headers[i].name, name) == 0)
+      return r->hbuf.p + r->headers[i].value;
   return NULL;
 }
 
@@ -2088,21 +2115,24 @@ static void req_strip(hd_http_req *r) {
   if (r->spool) return; /* a spooled body's request is still being read */
   size_t keep = r->nheaders;
   for (size_t i = 0; i < r->nheaders; i++)
-    if (r->cors > 0 && keep == r->nheaders && r->headers[i].name.p &&
-        strcasecmp(r->headers[i].name.p, "Origin") == 0)
+    if (r->cors > 0 && keep == r->nheaders &&
+        strcasecmp(r->hbuf.p + r->headers[i].name, "Origin") == 0)
       keep = i;
-  for (size_t i = 0; i < r->nheaders; i++) {
-    if (i == keep) continue;
-    free(r->headers[i].name.p);
-    free(r->headers[i].value.p);
-  }
   if (keep < r->nheaders) {
+    /* "Origin\0<value>\0" in a buffer of its own, the one line left */
     hd_hdr h = r->headers[keep];
-    hd_hdr *one = realloc(r->headers, sizeof *one);
-    if (one) r->headers = one;
-    r->headers[0] = h;
+    sbuf one = {0};
+    sbuf_add(&one, r->hbuf.p + h.name, (size_t)h.nlen + 1);
+    sbuf_add(&one, r->hbuf.p + h.value, h.vlen);
+    free(r->hbuf.p);
+    r->hbuf = one;
+    hd_hdr *arr = realloc(r->headers, sizeof *arr);
+    if (arr) r->headers = arr;
+    r->headers[0] = (hd_hdr){0, h.nlen, h.nlen + 1, h.vlen};
     r->nheaders = r->capheaders = 1;
   } else {
+    free(r->hbuf.p);
+    memset(&r->hbuf, 0, sizeof r->hbuf);
     free(r->headers);
     r->headers = NULL;
     r->nheaders = r->capheaders = 0;

@@ -416,6 +416,56 @@ static void test_post_body(void **state) {
   fx_free(f);
 }
 
+/* Header lines: kept in one buffer per request, each name and value NUL-terminated there. */
+static void h_hdrs(void *ud, hd_http_req *r) {
+  (void)ud;
+  char b[512];
+  const char *m = hd__http_header(r, "X-Missing");
+  int n = snprintf(b, sizeof b, "a=[%s] e=[%s] b=[%s] t=[%s] host=[%s] missing=%s",
+                   hd__http_header(r, "x-a"), hd__http_header(r, "X-Empty"),
+                   hd__http_header(r, "X-B"), hd__http_header(r, "X-T"),
+                   hd__http_header(r, "Host"), m ? m : "(null)");
+  hd__http_reply(r, 200, "text/plain", b, (size_t)n);
+}
+
+static void c_header_lines(fx *f) {
+  client *c = cl_open(f->port);
+  cl_roundtrip(f, c, "GET /h HTTP/1.1\r\nHost: x\r\nX-A: one  \r\nX-Empty:\r\nX-B:\t two\r\n\r\n");
+  /* fragments cut inside a name and inside a value arrive in separate reads */
+  static const char *parts[] = {"GET /h HTTP/1.1\r\nHo", "st: y\r\nX-", "A: o", "ne\r\nX-B: t",
+                                "wo\r\nX-Empty:", "\r\n\r\n"};
+  for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+    cl_send(c, parts[i]);
+    sleep_ms(5);
+  }
+  if (cl_read(c, &f->r[f->nr]) != 0) f->r[f->nr].status = -1;
+  f->nr++;
+  /* a chunked body's trailer line reads as a header too */
+  cl_roundtrip(f, c, "POST /h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-A: before\r\n"
+                     "\r\n3\r\nabc\r\n0\r\nX-T: trailer\r\n\r\n");
+  /* more lines than the first array holds, more bytes than the first buffer */
+  char big[2048], *p = big + sprintf(big, "GET /h HTTP/1.1\r\nHost: z\r\n");
+  for (int i = 0; i < 20; i++) p += sprintf(p, "X-N%d: value-%d-%s\r\n", i, i, "padding-padding");
+  sprintf(p, "X-B: last\r\nX-A: a\r\nX-Empty: \r\n\r\n");
+  cl_roundtrip(f, c, big);
+  cl_free(c);
+}
+
+static void test_header_lines(void **state) {
+  (void)state;
+  fx *f = fx_new(NULL);
+  assert_int_equal(hd__http_route(f->s, "GET", "/h", h_hdrs, f), 0);
+  assert_int_equal(hd__http_route(f->s, "POST", "/h", h_hdrs, f), 0);
+  fx_run(f, c_header_lines);
+  assert_int_equal(f->nr, 4);
+  assert_string_equal(f->r[0].body, "a=[one] e=[] b=[two] t=[(null)] host=[x] missing=(null)");
+  assert_string_equal(f->r[1].body, "a=[one] e=[] b=[two] t=[(null)] host=[y] missing=(null)");
+  assert_string_equal(f->r[2].body,
+                      "a=[before] e=[(null)] b=[(null)] t=[trailer] host=[x] missing=(null)");
+  assert_string_equal(f->r[3].body, "a=[a] e=[] b=[last] t=[(null)] host=[z] missing=(null)");
+  fx_free(f);
+}
+
 static void c_keepalive(fx *f) {
   client *c = cl_open(f->port);
   cl_roundtrip(f, c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -1303,6 +1353,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_routes_and_listen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_get_params_query, setup, teardown),
       cmocka_unit_test_setup_teardown(test_post_body, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_header_lines, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pipelining_async_first, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pipelining_many, setup, teardown),
