@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "herald/error.h"
 #include "http.h"
 #include "jsonbody.h"
@@ -32,9 +33,10 @@ static void on_http_published(void *ud, int status, uint64_t id, const char *rea
     hd__http_reply_error(r, status, reason);
     return;
   }
-  char body[64];
-  int n = snprintf(body, sizeof body, "{\"id\":\"%llu\"}", (unsigned long long)id);
-  hd__http_reply(r, 202, "application/json", body, (size_t)n);
+  char body[64] = "{\"id\":\"";
+  size_t n = 7 + hd_u64_dec(body + 7, id);
+  memcpy(body + n, "\"}", 2);
+  hd__http_reply(r, 202, "application/json", body, n + 2);
 }
 
 /* A publish refused before it reaches the broker's queue: answer and count it. */
