@@ -155,6 +155,8 @@ typedef struct hd_http_conn hd_http_conn;
 
 struct hd_http_req {
   uint32_t magic;
+  unsigned short http_major; /* beside the magic, in what would be padding: a held request */
+  unsigned short http_minor; /* stays allocated, so its size is part of every held poll's cost */
   hd_http_conn *c;
   const char *method;  /* static string from http_method_str() */
   sbuf url;            /* request target as received */
@@ -162,21 +164,19 @@ struct hd_http_req {
   sbuf hbuf;           /* every header name and value, back to back: one allocation, not two
                         * per line (a publish's six lines were twelve mallocs) */
   hd_hdr *headers;
-  size_t nheaders;
-  size_t capheaders;
+  uint32_t nheaders;
+  uint32_t capheaders;
   hd_kv *params;
-  size_t nparams;
   hd_kv *query;
-  size_t nquery;
+  uint32_t nparams;
+  uint32_t nquery;
   sbuf body;
-  unsigned short http_major;
-  unsigned short http_minor;
   int keep_alive;
   int held;
   int cors;            /* CORS verdict on its Origin: 0 none asked, 1 allowed, -1 refused */
-  const struct route *route; /* route_find()'s answer once route_looked */
   unsigned route_looked : 1;
   unsigned path_known : 1;   /* some route has this path (for any method) */
+  const struct route *route; /* route_find()'s answer once route_looked */
   hd_http_abort_cb abort_cb;
   void *abort_ud;
   hd_http_req *next_abort; /* list of aborts to run once the connections are closed */
@@ -338,8 +338,11 @@ static int conn_send(hd_http_conn *c, wreq *w, size_t len) {
      * in libuv, no completion callback, and no epoll_ctl (libuv 1.44 re-arms the socket after
      * every completed write). A connection's last answer keeps the callback: the shutdown
      * or hand-over runs from it. uv_try_write refuses while earlier writes are queued, so
-     * the bytes stay in order. */
-    if (!w->last && len) {
+     * the bytes stay in order. Not for a client with more requests already read (pipelining)
+     * or answers still unread: those keep the write request, whose bytes count against the
+     * connection until written, so parsing pauses for a client that does not read (answered
+     * at once, 10,000 of them pushed the kernel's TCP memory past its pressure mark). */
+    if (!w->last && len && c->off >= c->len && !c->out_bytes) {
       int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
       if (n == (int)len) {
         free(w);
