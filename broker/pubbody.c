@@ -295,6 +295,20 @@ static const yajl_callbacks callbacks = {
     .yajl_end_array = on_end_array,
 };
 
+/* The 4 hex digits at p[at..] as a number, or -1 if they are not all there. */
+static int hex4(const char *p, size_t len, size_t at) {
+  int u = 0;
+  for (size_t k = 0; k < 4; k++) {
+    if (at + k >= len) return -1;
+    unsigned char h = (unsigned char)p[at + k];
+    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    u = u << 4 | d;
+  }
+  return u;
+}
+
 /* What yajl would let through: \v or \f (whitespace to yajl; never valid JSON, as raw control
  * characters are not allowed in strings either), \u0000, a \u escape of a surrogate that is
  * not a high one followed by an escaped low one. Returns the offset of the first, or len. */
@@ -310,16 +324,8 @@ static size_t prescan(const char *p, size_t len, const char **why) {
       i++; /* \" \\ and the others: the escaped character is not looked at again */
       continue;
     }
-    unsigned u = 0;
-    size_t k;
-    for (k = 0; k < 4 && i + 2 + k < len; k++) {
-      unsigned char h = (unsigned char)p[i + 2 + k];
-      unsigned d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 16;
-      if (d == 16) break;
-      u = u << 4 | d;
-    }
-    if (k < 4) continue; /* yajl refuses it */
+    int u = hex4(p, len, i + 2);
+    if (u < 0) continue; /* yajl refuses it */
     if (u == 0) {
       *why = "\\u0000 is not allowed";
       return i;
@@ -329,16 +335,8 @@ static size_t prescan(const char *p, size_t len, const char **why) {
       return i;
     }
     if (u >= 0xD800 && u <= 0xDBFF) {
-      unsigned lo = 0;
-      int good = i + 11 < len && p[i + 6] == '\\' && p[i + 7] == 'u';
-      for (k = 0; good && k < 4; k++) {
-        unsigned char h = (unsigned char)p[i + 8 + k];
-        unsigned d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                   : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 16;
-        good = d < 16;
-        lo = lo << 4 | d;
-      }
-      if (!good || lo < 0xDC00 || lo > 0xDFFF) {
+      int lo = i + 7 < len && p[i + 6] == '\\' && p[i + 7] == 'u' ? hex4(p, len, i + 8) : -1;
+      if (lo < 0xDC00 || lo > 0xDFFF) {
         *why = "a high surrogate escape without a low one";
         return i;
       }
