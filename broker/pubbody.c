@@ -14,8 +14,9 @@
  *
  * msgpack wants a container's element count before its elements, an event parser knows it
  * after them: each container of "data" is written with a 5-byte placeholder header, its
- * count patched in when it closes, and one pass at the end rewrites every header in the
- * shortest form (msgpack-c's own choice, so the bytes equal msgpack_pack_map/array's). */
+ * count kept aside while its elements come, and one pass at the end writes every header in
+ * the shortest form over its placeholder (msgpack-c's own choice, so the bytes equal
+ * msgpack_pack_map/array's). */
 #include "pubbody.h"
 
 #include <errno.h>
@@ -182,10 +183,7 @@ static int on_string(void *ctx, const unsigned char *p, size_t n) {
 
 static int open_box(st *s, int map) {
   int w = data_value(s);
-  if (w <= 0) {
-    if (w < 0) return 0;
-    return field_type_error(s);
-  }
+  if (w <= 0) return w < 0 ? 0 : field_type_error(s);
   /* The codec's cap, counted as it counts: "data" itself a container is level 1. */
   if (s->nopen >= HD_CODEC_MAX_DEPTH) return fail(s, "data is nested too deeply");
   if (grow((void **)&s->boxes, &s->capboxes, s->nboxes + 1, sizeof *s->boxes) ||
