@@ -136,7 +136,7 @@ static int upload_parse(hd_broker *b, hd_http_req *r, upload_params *u, const ch
     return HD_EAUTH;
   }
   u->app = hd__http_param(r, "appid");
-  if (!hd__valid_id(u->app) || !hd__tenant_has_app(u->tenant, u->app)) {
+  if (!hd__tenant_has_app(u->tenant, u->app)) {
     *why = "no such app";
     return HD_ENOTFOUND;
   }
@@ -275,7 +275,7 @@ static void h_list(void *ud, hd_http_req *r) {
   hd_tenant *t = publisher(b, r);
   if (!t) return;
   const char *app = hd__http_param(r, "appid");
-  if (!hd__valid_id(app) || !hd__tenant_has_app(t, app)) {
+  if (!hd__tenant_has_app(t, app)) {
     hd__http_reply_error(r, HD_ENOTFOUND, "no such app");
     return;
   }
@@ -298,7 +298,7 @@ static void h_get(void *ud, hd_http_req *r) {
   if (!t) return;
   hd_release rel;
   const char *app = hd__http_param(r, "appid"), *version = hd__http_param(r, "version");
-  int rc = !hd__valid_id(app) || !hd__tenant_has_app(t, app) ? HD_ENOTFOUND
+  int rc = !hd__tenant_has_app(t, app) ? HD_ENOTFOUND
            : hd__release_get(b->releases, t->num, app, version, &rel);
   if (rc) hd__http_reply_error(r, rc, rc == HD_ENOTFOUND ? "no such release" : NULL);
   else reply_json(r, 200, release_json(b, &rel));
@@ -309,8 +309,7 @@ static void h_patch(void *ud, hd_http_req *r) {
   hd_tenant *t = publisher(b, r);
   if (!t) return;
   const char *app = hd__http_param(r, "appid"), *version = hd__http_param(r, "version");
-  if (!hd__valid_id(app) || !hd__tenant_has_app(t, app) ||
-      !hd__release_valid_version(version)) {
+  if (!hd__tenant_has_app(t, app) || !hd__release_valid_version(version)) {
     hd__http_reply_error(r, HD_ENOTFOUND, "no such release");
     return;
   }

@@ -138,7 +138,8 @@ hd_tenant *hd__tenant_by_name(const hd_tenants *ts, const char *name);
  * candidates, otherwise all. hd__tenant_by_key uses the wall clock. */
 hd_tenant *hd__tenant_by_key(hd_tenants *ts, const char *key);
 hd_tenant *hd__tenant_by_key_at(hd_tenants *ts, const char *key, int64_t now_ms);
-/* 1 if the tenant declares the app (or takes any app id). */
+/* 1 if appid is a well-formed id (hd__valid_id: callers need not check it first) and the
+ * tenant declares it (or takes any app id). */
 int hd__tenant_has_app(const hd_tenant *t, const char *appid);
 /* 1 if browsers may register for the app without a key. */
 int hd__tenant_self_register(const hd_tenant *t, const char *appid);
