@@ -65,7 +65,7 @@ static void h_publish(void *ud, hd_http_req *r) {
   hd_pubbody pb;
   const char *why;
   char whybuf[300];
-  int rc = hd__pubbody_parse(body ? body : "", len, &pb, &why, whybuf, sizeof whybuf);
+  int rc = hd__pubbody_parse(body, len, &pb, &why, whybuf, sizeof whybuf);
   if (rc) {
     refuse(b, r, rc, why);
     return;

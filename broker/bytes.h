@@ -1,7 +1,8 @@
 /* bytes.h — numbers as bytes. Big-endian packing for LMDB keys: every multi-byte number in a key
  * is big-endian so that LMDB's byte order is the numeric order; store.c and every module that
  * keeps its own tables (release.c, push.c) use these. And decimal text for the wire, where a
- * hot path writes ids and lengths without snprintf (ingress_zmq.c, http.c). And FNV-1a of a
+ * hot path writes ids and lengths without snprintf (ingress_zmq.c, http.c), and a hex digit's
+ * value (http.c's percent escapes, pubbody.c's \u escapes). And FNV-1a of a
  * string, the hash of the in-memory tables keyed by names that are not secret (ratelimit.c,
  * tenant.c). Header-only, no state. */
 #ifndef HERALD_BYTES_H
@@ -25,6 +26,14 @@ static inline uint32_t hd_rd32(const void *q) {
 static inline uint64_t hd_rd64(const void *q) {
   const unsigned char *p = q;
   return (uint64_t)hd_rd32(p) << 32 | hd_rd32(p + 4);
+}
+
+/* The value of a hex digit, or -1. */
+static inline int hd_hexval(int ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
 }
 
 /* The decimal digits of v at out (at most 20, no NUL); returns how many. */

@@ -489,13 +489,6 @@ static void req_free(hd_http_req *r) {
   free(r);
 }
 
-static int hexval(int ch) {
-  if (ch >= '0' && ch <= '9') return ch - '0';
-  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-  return -1;
-}
-
 /* Percent-decodes in[0..len) into a new string; '+' becomes ' ' when `plus`. Returns NULL on a
  * bad escape, on a decoded NUL (it would cut the C string short) and, when `no_slash`, on a
  * decoded '/' (a path parameter is one segment). */
@@ -505,10 +498,10 @@ static char *pct_decode(const char *in, size_t len, int plus, int no_slash) {
   for (size_t i = 0; i < len; i++) {
     int ch = (unsigned char)in[i];
     if (ch == '%') {
-      if (i + 2 >= len || hexval((unsigned char)in[i + 1]) < 0 ||
-          hexval((unsigned char)in[i + 2]) < 0)
+      if (i + 2 >= len || hd_hexval((unsigned char)in[i + 1]) < 0 ||
+          hd_hexval((unsigned char)in[i + 2]) < 0)
         goto bad;
-      ch = hexval((unsigned char)in[i + 1]) * 16 + hexval((unsigned char)in[i + 2]);
+      ch = hd_hexval((unsigned char)in[i + 1]) * 16 + hd_hexval((unsigned char)in[i + 2]);
       i += 2;
     } else if (plus && ch == '+') {
       ch = ' ';

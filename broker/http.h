@@ -157,6 +157,7 @@ const char *hd__http_path(const hd_http_req *r);
 const char *hd__http_param(hd_http_req *r, const char *name);
 const char *hd__http_query(hd_http_req *r, const char *name);
 const char *hd__http_header(hd_http_req *r, const char *name);
+/* The body (never NULL: "" when there is none), its length in *len. */
 const char *hd__http_body(hd_http_req *r, size_t *len);
 const char *hd__http_bearer(hd_http_req *r);
 /* The peer address as text ("127.0.0.1"), for rate limits and logs. */

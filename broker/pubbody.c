@@ -298,9 +298,7 @@ static int hex4(const char *p, size_t len, size_t at) {
   int u = 0;
   for (size_t k = 0; k < 4; k++) {
     if (at + k >= len) return -1;
-    unsigned char h = (unsigned char)p[at + k];
-    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+    int d = hd_hexval((unsigned char)p[at + k]);
     if (d < 0) return -1;
     u = u << 4 | d;
   }
@@ -345,17 +343,20 @@ static size_t prescan(const char *p, size_t len, const char **why) {
   return len;
 }
 
-static void position(const char *p, size_t at, int *line, int *col) {
-  *line = 1;
-  *col = 1;
+/* "invalid JSON at line L column C: what" in whybuf, for the byte at offset `at`. */
+static const char *syntax_error(const char *p, size_t at, const char *what, int whatlen,
+                                char *whybuf, size_t whylen) {
+  int line = 1, col = 1;
   for (size_t i = 0; i < at; i++) {
     if (p[i] == '\n') {
-      (*line)++;
-      *col = 1;
+      line++;
+      col = 1;
     } else {
-      (*col)++;
+      col++;
     }
   }
+  snprintf(whybuf, whylen, "invalid JSON at line %d column %d: %.*s", line, col, whatlen, what);
+  return whybuf;
 }
 
 /* The header of a container of n elements as msgpack-c writes it, into h (at most 5 bytes). */
@@ -405,13 +406,11 @@ int hd__pubbody_parse(const char *body, size_t len, hd_pubbody *out, const char 
                       char *whybuf, size_t whylen) {
   memset(out, 0, sizeof *out);
   st s = {.out = out, .whybuf = whybuf, .whylen = whylen};
-  int rc = HD_EINVAL, line, col;
+  int rc = HD_EINVAL;
   const char *bad;
   size_t at = prescan(body, len, &bad);
   if (at < len) {
-    position(body, at, &line, &col);
-    snprintf(whybuf, whylen, "invalid JSON at line %d column %d: %s", line, col, bad);
-    *why = whybuf;
+    *why = syntax_error(body, at, bad, (int)strlen(bad), whybuf, whylen);
     return HD_EINVAL;
   }
   msgpack_sbuffer_init(&s.sb);
@@ -433,10 +432,8 @@ int hd__pubbody_parse(const char *body, size_t len, hd_pubbody *out, const char 
     unsigned char *e = yajl_get_error(h, 0, NULL, 0);
     const char *t = e ? (const char *)e : "parse error";
     if (strncmp(t, "parse error: ", 13) == 0) t += 13;
-    int tl = (int)strcspn(t, "\n");
-    position(body, yajl_get_bytes_consumed(h), &line, &col);
-    snprintf(whybuf, whylen, "invalid JSON at line %d column %d: %.*s", line, col, tl, t);
-    *why = whybuf;
+    *why = syntax_error(body, yajl_get_bytes_consumed(h), t, (int)strcspn(t, "\n"), whybuf,
+                        whylen);
     if (e) yajl_free_error(h, e);
     goto out;
   }
@@ -444,9 +441,7 @@ int hd__pubbody_parse(const char *body, size_t len, hd_pubbody *out, const char 
   for (at = s.end; at < len && strchr(" \t\r\n", body[at]) && body[at]; at++) {
   }
   if (at < len) {
-    position(body, at, &line, &col);
-    snprintf(whybuf, whylen, "invalid JSON at line %d column %d: trailing garbage", line, col);
-    *why = whybuf;
+    *why = syntax_error(body, at, "trailing garbage", 16, whybuf, whylen);
     goto out;
   }
   if (!(s.seen & 1u << F_DATA) && msgpack_pack_nil(&s.pk)) {
