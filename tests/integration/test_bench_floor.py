@@ -23,9 +23,12 @@ from ipconn_harness import HERALD_BENCH, free_port  # noqa: E402
 
 
 class LongPollFloor(unittest.TestCase):
+    THREADS = 1
+
     def setUp(self):
         self.port = free_port()
-        self.proc = subprocess.Popen([HERALD_BENCH, "lp-echo", "--http", "127.0.0.1:%d" % self.port],
+        self.proc = subprocess.Popen([HERALD_BENCH, "lp-echo", "--http", "127.0.0.1:%d" % self.port,
+                                      "--threads", str(self.THREADS)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.addCleanup(self.stop)
 
@@ -86,6 +89,28 @@ class LongPollFloor(unittest.TestCase):
                 self.assertEqual(p.returncode, 0, p.stderr)
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 self.assertEqual((r["deliveries"], r["lost"], r["duplicates"]), (2000, 0, 0), r)
+
+
+class LongPollFloorThreads(LongPollFloor):
+    """The same with three loop threads on one port: connections land on any of them, so a
+    publish read by one thread is answered to polls held by the others, each poll once, and
+    the channel's subscriber count spans every thread."""
+    THREADS = 3
+
+    def test_polls_on_every_thread_are_answered(self):
+        pub = RawHttp(self.port)
+        subs = [RawHttp(self.port) for _ in range(24)]
+        for s in subs:
+            s.send(http_request_bytes("GET", "/sub/many"))
+        wait_for(lambda: b"active subscribers: 24" in self.req(pub, "GET", "/pub/many").body,
+                 5 * SLOW, what="every poll to be held")
+        self.assertEqual(self.req(pub, "POST", "/pub/many", b"m1").status, 202)
+        for s in subs:
+            a = s.read_response()
+            self.assertEqual((a.status, a.headers["etag"], a.body), (200, "1", b"m1"))
+        self.assertIn(b"active subscribers: 0", self.req(pub, "GET", "/pub/many").body)
+        for s in subs + [pub]:
+            s.close()
 
 
 class IngestFloor(unittest.TestCase):
