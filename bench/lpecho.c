@@ -1,9 +1,9 @@
 /* lpecho.c — `herald-bench lp-echo`: the floor under the long-poll workloads. libuv loop
- * threads (one unless --threads T) that speak the part of Nchan's long-poll protocol the `nchan` adapter uses, and
- * nothing more: no authentication, no store, no fsync, no JSON, no timers. Run against it, the
- * paced long-poll workloads measure what the kernel's loopback TCP, the HTTP parsing every
- * server needs (http-parser, as heraldd) and the load client alone allow on this machine, so a
- * broker's publish->deliver latency can be read against that.
+ * threads (one unless --threads T) that speak the part of Nchan's long-poll protocol the
+ * `nchan` adapter uses, and nothing more: no authentication, no store, no fsync, no JSON, no
+ * timers. Run against it, the paced long-poll workloads measure what the kernel's loopback TCP,
+ * the HTTP parsing every server needs (http-parser, as heraldd) and the load client alone allow
+ * on this machine, so a broker's publish->deliver latency can be read against that.
  *
  *   POST /pub/CH      the body is message K+1 of channel CH (kept in memory for the channel's
  *                     life); answered 202, then every poll held on CH is answered with it.
@@ -293,8 +293,9 @@ static void serve(lpe_conn *c, int method) {
       ch->held = h;
       ch->capheld = cap;
     }
-    /* It waits for the message after the one it has; without If-None-Match, the next one. */
-    c->next = c->have >= 0 ? (size_t)c->have : have_n;
+    /* It has every message there is (or says it has more, or did not say): it waits for the
+     * next one published, as a held poll always has. */
+    c->next = have_n;
     pthread_mutex_lock(&lpe_lock);
     ch->g->nheld++;
     int came = ch->g->n > c->next; /* published since it was looked at */
