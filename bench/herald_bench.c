@@ -481,6 +481,7 @@ typedef struct lpthread {
   long ndev;
   hb_rx rx;
   uint64_t errors;
+  uint64_t answers;  /* poll answers that carried messages */
   struct sockaddr_in addr;
 } lpthread;
 
@@ -509,6 +510,7 @@ static void on_poll(hb_conn *c, void *ud, int status, const char *body, size_t l
     th->errors++;
   } else {
     int msgs = hb_json_key(&j, 0, "messages"), n = hb_json_count(&j, msgs);
+    th->answers += n > 0;
     for (int k = 0, m = msgs + 1; k < n; k++, m = hb_json_next(&j, m)) {
       int data = hb_json_key(&j, m, "data");
       long long s = hb_json_int(&j, hb_json_key(&j, data, "s"));
@@ -663,6 +665,7 @@ static int run_longpoll(opts *o) {
   /* 3. Publish M broadcasts at R per second. */
   void *zctx = zmq_ctx_new();
   hb_paced pub;
+  double commits0 = hb_metric(o, "herald_commits_total");
   usage u0 = broker_usage(pid);
   uint64_t t0 = now_ns();
   if (hb_paced_start(&pub, &loop, zctx, o, key)) {
@@ -689,16 +692,20 @@ static int run_longpoll(opts *o) {
   }
   usage u1 = broker_usage(pid);
   uint64_t t_end = now_ns();
+  /* The group commits the broadcasts took: each one wakes the held polls, so together with the
+   * answers it says how the burst was cut up (fewer, fuller answers are cheaper for both). */
+  double commits = hb_metric(o, "herald_commits_total") - commits0;
   atomic_store(&sh.stopping, 1);
   for (int t = 0; t < T; t++) uv_async_send(&ths[t].stop);
   hb_rx rx;
   hb_rx_init(&rx);
-  uint64_t errors = 0;
+  uint64_t errors = 0, answers = 0;
   for (int t = 0; t < T; t++) {
     pthread_join(ths[t].thread, NULL);
     uv_loop_close(&ths[t].loop);
     hb_rx_merge(&rx, &ths[t].rx);
     errors += ths[t].errors;
+    answers += ths[t].answers;
   }
   uint64_t deliveries = rx.deliveries, dups = rx.dups, last = rx.last_ns;
   const hb_hist *lat = &rx.lat;
@@ -722,6 +729,7 @@ static int run_longpoll(opts *o) {
            expected - (long)deliveries, (unsigned long long)dups, (unsigned long long)errors,
            span, deliveries / span);
     print_lat("latency", lat, 1);
+    printf(", \"answers\": %llu, \"commits\": %.0f", (unsigned long long)answers, commits);
     printf(", \"broker_cpu_pct\": %.1f, \"broker_rss_kb\": %ld, \"held\": %ld, "
            "\"rss_per_held_poll_bytes\": %.0f, \"anon_per_held_poll_bytes\": %.0f, "
            "\"provision_s\": %.2f}\n", cpu, u1.rss_kb, held, per_poll, per_poll_anon, prov_s);
@@ -734,6 +742,9 @@ static int run_longpoll(opts *o) {
     printf("  deliveries/s    %.0f  (first publish to last delivery: %.3f s)\n",
            deliveries / span, span);
     print_lat("publish->deliver", lat, 0);
+    printf("  poll answers    %llu carrying messages (%.1f messages each); %.0f group commits\n",
+           (unsigned long long)answers, answers ? (double)deliveries / (double)answers : 0,
+           commits);
     if (pid)
       printf("  broker CPU %.0f %%  RSS %ld KiB; %ld held polls added %.0f B each (%.0f B "
              "anonymous) (pid %d)\n", cpu, u1.rss_kb, held, per_poll, per_poll_anon, pid);
