@@ -13,7 +13,9 @@
  *           once the broker reports N held polls, M broadcasts are published to their app at R
  *           per second. Every payload carries a sequence number and its send time, so the
  *           harness counts deliveries, losses and duplicates and records publish→deliver
- *           latency. Devices are spread over T client threads, each with its own loop.
+ *           latency; it also counts the poll answers that carried messages and the group
+ *           commits the broadcasts took (herald_commits_total), which say how a burst reached
+ *           the devices. Devices are spread over T client threads, each with its own loop.
  *
  * Peers (peers.c; bench/peers/ starts them, bench/run.sh runs everything side by side):
  *   herald-bench nchan | pushpin | mqtt-fanout | mqtt-ingest | nats-ingest --peer HOST:PORT ...
