@@ -696,7 +696,8 @@ static int run_longpoll(opts *o) {
   uint64_t t_end = now_ns();
   /* The group commits the broadcasts took: each one wakes the held polls, so together with the
    * answers it says how the burst was cut up (fewer, fuller answers are cheaper for both). */
-  double commits = hb_metric(o, "herald_commits_total") - commits0;
+  double commits1 = hb_metric(o, "herald_commits_total");
+  double commits = commits0 >= 0 && commits1 >= 0 ? commits1 - commits0 : -1; /* -1: unread */
   atomic_store(&sh.stopping, 1);
   for (int t = 0; t < T; t++) uv_async_send(&ths[t].stop);
   hb_rx rx;
