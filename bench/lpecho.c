@@ -275,35 +275,39 @@ static void serve(lpe_conn *c, int method) {
     answer_text(c, 200, "OK", t, 0);
     return;
   }
-  pthread_mutex_lock(&lpe_lock);
-  size_t have_n = ch->g->n;
+  /* Room to hold it first, so that looking at the channel and holding the poll are one step
+   * under the lock: a publish by another thread after it wakes this one to answer. */
+  int room = ch->nheld < ch->capheld;
+  if (!room) {
+    size_t cap = ch->capheld ? ch->capheld * 2 : 1024;
+    lpe_conn **h = realloc(ch->held, cap * sizeof *h);
+    if (h) {
+      ch->held = h;
+      ch->capheld = cap;
+      room = 1;
+    }
+  }
   uv_buf_t next = {0};
-  if (c->have >= 0 && (size_t)c->have < have_n) next = ch->g->msgs[c->have].answer;
+  pthread_mutex_lock(&lpe_lock);
+  if (c->have >= 0 && (size_t)c->have < ch->g->n) {
+    next = ch->g->msgs[c->have].answer;
+  } else if (room) {
+    /* It has every message there is (or says it has more, or did not say): it waits for the
+     * next one published, as a held poll always has. */
+    c->next = ch->g->n;
+    ch->g->nheld++;
+  }
   pthread_mutex_unlock(&lpe_lock);
   if (next.base) {
     conn_write(c, next, 0, 0); /* behind: the next message at once */
-  } else {
-    if (ch->nheld == ch->capheld) {
-      size_t cap = ch->capheld ? ch->capheld * 2 : 1024;
-      lpe_conn **h = realloc(ch->held, cap * sizeof *h);
-      if (!h) {
-        answer_text(c, 500, "Internal Server Error", "out of memory\n", 0);
-        return;
-      }
-      ch->held = h;
-      ch->capheld = cap;
-    }
-    /* It has every message there is (or says it has more, or did not say): it waits for the
-     * next one published, as a held poll always has. */
-    c->next = have_n;
-    pthread_mutex_lock(&lpe_lock);
-    ch->g->nheld++;
-    int came = ch->g->n > c->next; /* published since it was looked at */
-    pthread_mutex_unlock(&lpe_lock);
-    ch->held[ch->nheld++] = c;
-    c->waiting = ch;
-    if (came) chan_answer(ch);
+    return;
   }
+  if (!room) {
+    answer_text(c, 500, "Internal Server Error", "out of memory\n", 0);
+    return;
+  }
+  ch->held[ch->nheld++] = c;
+  c->waiting = ch;
 }
 
 static int on_begin(http_parser *p) {
